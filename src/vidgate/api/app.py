@@ -1,0 +1,61 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+
+from vidgate.api import delivery, models, video
+from vidgate.api.context import AppContext
+from vidgate.api.http import JSONResponse, ResponseHeadersMiddleware, error_response
+from vidgate.errors import InferenceFailed, VidgateError
+from vidgate.settings import Settings
+
+log = logging.getLogger("vidgate.api")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    ctx = AppContext.build(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await ctx.db.create_schema()
+        yield
+        await ctx.db.dispose()
+
+    app = FastAPI(title="vidgate", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.state.ctx = ctx
+
+    @app.exception_handler(VidgateError)
+    async def vidgate_error(request: Request, exc: VidgateError) -> JSONResponse:
+        return error_response(request, exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = "Not found" if exc.status_code == 404 else str(exc.detail)
+        return JSONResponse({"error": message}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def request_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": "Invalid request parameters", "details": {"_errors": [str(exc)]}},
+                            status_code=400)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(request, InferenceFailed("An unknown error occurred"))
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    for router in (video.router, delivery.router, models.router):
+        app.include_router(router, prefix="/api/v1")
+    app.add_middleware(ResponseHeadersMiddleware)
+    return app

@@ -1,0 +1,60 @@
+"""Signed download links for private models: GET streams the MP4 without auth, DELETE revokes the link."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import FileResponse
+
+from vidgate.api.http import JSONResponse
+from vidgate.api.video import ctx_of, delete_media, not_ready
+from vidgate.errors import Forbidden, Gone
+from vidgate.jobs.states import JobStatus
+from vidgate.jobs.store import Job
+from vidgate.storage.signing import ExpiredToken, InvalidToken
+
+router = APIRouter()
+
+EXPIRED = "This download link has expired."
+REVOKED = "This download link has been revoked or the video was removed."
+
+
+async def linked_job(request: Request, token: str) -> Job:
+    ctx = ctx_of(request)
+    try:
+        queue_id = ctx.signer.verify(token)
+    except InvalidToken:
+        raise Forbidden("Invalid download link signature.") from None
+    except ExpiredToken:
+        raise Gone(EXPIRED) from None
+    job = await ctx.store.get(queue_id)
+    if job is None:
+        raise Gone(REVOKED)
+    if job.download_revoked or job.media_deleted:
+        raise Gone(REVOKED)
+    return job
+
+
+@router.get("/video/download/{token}")
+async def download(request: Request, token: str) -> FileResponse:
+    ctx = ctx_of(request)
+    job = await linked_job(request, token)
+    if job.status is JobStatus.FAILED:
+        raise Gone("The video generation failed; nothing to download.")
+    if job.status is not JobStatus.COMPLETED:
+        raise not_ready()
+    path = ctx.storage.local_path(job.media_key or "")
+    if path is None:
+        raise Gone(REVOKED)
+    return FileResponse(path, media_type="video/mp4",
+                        headers={"Content-Disposition": f'attachment; filename="{job.id}.mp4"'})
+
+
+@router.delete("/video/download/{token}")
+async def revoke(request: Request, token: str) -> JSONResponse:
+    """Revoke the link and, for privacy, delete the video it points to."""
+    ctx = ctx_of(request)
+    job = await linked_job(request, token)
+    await ctx.store.revoke_download(job.id)
+    await delete_media(ctx, job)
+    return JSONResponse({"success": True})

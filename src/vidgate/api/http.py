@@ -1,0 +1,106 @@
+"""HTTP plumbing shared by the routes: JSON responses, body parsing, per-response headers, request ids."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from vidgate.errors import BadRequest, PayloadTooLarge, VidgateError, invalid
+
+API_VERSION = "vidgate-0.1.0"
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def add_headers(request: Request, headers: dict[str, str]) -> None:
+    """Headers for whatever response this request ends with (success or error)."""
+    request.scope.setdefault("state", {}).setdefault("vidgate_headers", {}).update(headers)
+
+
+def error_response(request: Request, exc: VidgateError) -> JSONResponse:
+    response = JSONResponse(exc.body(), status_code=exc.status_code)
+    for name, value in exc.headers.items():
+        response.headers[name] = value
+    return response
+
+
+class ResponseHeadersMiddleware:
+    """Pure ASGI (cheap on the hot path): a request id (`CF-RAY`), `x-venice-version`, and any headers the
+    route collected with `add_headers`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = secrets.token_hex(8) + "-VGT"
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"cf-ray", request_id.encode()))
+                headers.append((b"x-venice-version", API_VERSION.encode()))
+                for name, value in scope["state"].get("vidgate_headers", {}).items():
+                    headers.append((name.lower().encode(), str(value).encode()))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
+    """The request's JSON object, with Venice's errors for a wrong type, size or syntax (SPEC §1)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge("Request body exceeds the maximum allowed size.")
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise BadRequest("'Content-Type' must be 'application/json'")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge("Request body exceeds the maximum allowed size.")
+        chunks.append(chunk)
+    try:
+        body = orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError:
+        raise BadRequest("Invalid JSON request") from None
+    if not isinstance(body, dict):
+        raise invalid([], "Expected a JSON object", code="invalid_type", expected="object")
+    return body
+
+
+def require_string(body: dict[str, Any], name: str) -> str:
+    """A required string field; missing or mistyped gives a DetailedError naming it."""
+    value = body.get(name)
+    if value is None:
+        raise invalid(name, "Required", code="invalid_type", expected="string", received="undefined")
+    if not isinstance(value, str):
+        raise invalid(name, f"Expected string, received {type(value).__name__}", code="invalid_type",
+                      expected="string", received=type(value).__name__)
+    return value
+
+
+def require_model_field(body: dict[str, Any]) -> str:
+    """`model` with Venice's exact messages (SK-ERR): "model is required" / "model must be a string"."""
+    value = body.get("model")
+    if value is None:
+        raise BadRequest("model is required")
+    if not isinstance(value, str):
+        raise BadRequest("model must be a string")
+    return value

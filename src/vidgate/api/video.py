@@ -1,0 +1,144 @@
+"""The `/video/*` routes: parse, call the catalogue, store and storage, respond. No business logic here."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+
+from vidgate.api.auth import Principal, authenticate
+from vidgate.api.context import AppContext
+from vidgate.api.http import JSONResponse, add_headers, read_json_object, require_model_field, require_string
+from vidgate.catalog.models import ModelSpec
+from vidgate.catalog.pricing import quote
+from vidgate.catalog.validation import validate_queue, validate_quote
+from vidgate.engines.registry import ensure_renderable
+from vidgate.errors import InferenceFailed, NotFound, invalid, media_not_found
+from vidgate.jobs.states import JobStatus, wire_status
+from vidgate.jobs.store import Job
+from vidgate.jobs.wakeup import notify_workers
+
+router = APIRouter()
+
+
+def ctx_of(request: Request) -> AppContext:
+    return request.app.state.ctx
+
+
+def lookup_model(ctx: AppContext, request: Request, model_id: str) -> ModelSpec:
+    spec = ctx.catalog.get(model_id)
+    if spec is None:
+        raise invalid("model", f"Specified model not found: {model_id}", code="invalid_model")
+    headers = {"x-venice-model-id": spec.id, "x-venice-model-name": spec.name}
+    if spec.deprecation:
+        headers["x-venice-model-deprecation-warning"] = (
+            f"{spec.id} is deprecated and will be removed on {spec.deprecation.get('date')}"
+        )
+        headers["x-venice-model-deprecation-date"] = str(spec.deprecation.get("date"))
+    add_headers(request, headers)
+    return spec
+
+
+def download_url(ctx: AppContext, request: Request, queue_id: str) -> str:
+    base = (ctx.settings.public_base_url or str(request.base_url)).rstrip("/")
+    return f"{base}/api/v1/video/download/{ctx.signer.token(queue_id)}"
+
+
+@router.post("/video/quote")
+async def quote_video(request: Request) -> JSONResponse:
+    ctx = ctx_of(request)
+    body = await read_json_object(request, ctx.settings.max_body_bytes)
+    spec = lookup_model(ctx, request, require_model_field(body))
+    req = validate_quote(body, spec)
+    return JSONResponse({"quote": quote(req, spec, ctx.prices).as_float()})
+
+
+@router.post("/video/queue")
+async def queue_video(request: Request) -> JSONResponse:
+    ctx = ctx_of(request)
+    principal = await authenticate(ctx, request, "queue")
+    body = await read_json_object(request, ctx.settings.max_body_bytes)
+    spec = lookup_model(ctx, request, require_model_field(body))
+    req = validate_queue(body, spec)
+    ensure_renderable(spec, req)
+    price = quote(req, spec, ctx.prices)
+    job = await ctx.store.create_paid_job(
+        account_id=principal.account_id, model=spec.id, request=req.to_json(), engine=spec.engine,
+        price_micros=price.micros, private=spec.is_private,
+    )
+    notify_workers(ctx.settings.wake_dir)
+    response: dict[str, Any] = {"model": spec.id, "queue_id": job.id}
+    if spec.is_private:
+        response["download_url"] = download_url(ctx, request, job.id)
+    return JSONResponse(response)
+
+
+async def owned_job(ctx: AppContext, principal: Principal, body: dict[str, Any]) -> Job:
+    """The caller's job for (model, queue_id); anything else is 404 (SPEC: ids are scoped to accounts)."""
+    model = require_string(body, "model")
+    queue_id = require_string(body, "queue_id")
+    job = await ctx.store.get(queue_id)
+    if job is None or job.account_id != principal.account_id or job.model != model:
+        raise media_not_found()
+    return job
+
+
+@router.post("/video/retrieve")
+async def retrieve_video(request: Request) -> Response:
+    ctx = ctx_of(request)
+    principal = await authenticate(ctx, request, "retrieve")
+    body = await read_json_object(request, ctx.settings.max_body_bytes)
+    job = await owned_job(ctx, principal, body)
+    delete_after = body.get("delete_media_on_completion", False)
+    if not isinstance(delete_after, bool):
+        raise invalid("delete_media_on_completion", "Expected boolean", code="invalid_type", expected="boolean")
+    if job.status is JobStatus.FAILED:
+        raise InferenceFailed()
+    if job.status is JobStatus.CANCELED or job.media_deleted:
+        raise media_not_found()
+    if job.status is not JobStatus.COMPLETED or job.private:
+        finished = job.finished_at if job.status is JobStatus.COMPLETED else time.time()
+        return JSONResponse(
+            {
+                "status": wire_status(job.status),
+                "average_execution_time": await ctx.average_execution_ms(job.model),
+                "execution_duration": int((finished - job.created_at) * 1000),
+            }
+        )
+    path = ctx.storage.local_path(job.media_key or "")
+    if path is None:
+        raise media_not_found()
+    task = None
+    if delete_after:
+        await ctx.store.mark_media_deleted(job.id)
+        task = BackgroundTask(ctx.storage.delete, job.media_key or "")
+    # The MP4 whatever the Accept header says: clients send Accept: application/json and expect bytes.
+    return FileResponse(path, media_type="video/mp4", background=task,
+                        headers={"Content-Disposition": f'attachment; filename="{job.id}.mp4"'})
+
+
+@router.post("/video/complete")
+async def complete_video(request: Request) -> JSONResponse:
+    ctx = ctx_of(request)
+    principal = await authenticate(ctx, request, "retrieve")
+    body = await read_json_object(request, ctx.settings.max_body_bytes)
+    job = await owned_job(ctx, principal, body)
+    if job.status in (JobStatus.QUEUED, JobStatus.PROCESSING):
+        raise invalid("queue_id", "The video is still processing; call complete after downloading it",
+                      code="invalid_state")
+    await delete_media(ctx, job)
+    return JSONResponse({"success": True})
+
+
+async def delete_media(ctx: AppContext, job: Job) -> None:
+    if job.media_key and not job.media_deleted:
+        await ctx.store.mark_media_deleted(job.id)
+        ctx.storage.delete(job.media_key)
+
+
+def not_ready() -> NotFound:
+    return NotFound("The video is not ready yet; poll /api/v1/video/retrieve until it is COMPLETED.")

@@ -1,0 +1,195 @@
+"""The `vidgate` command line: a thin shell over the library."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vidgate.settings import Settings, load_settings
+
+app = typer.Typer(help="vidgate: a self-hostable, Venice-compatible video generation API server.",
+                  no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+accounts_app = typer.Typer(help="Account administration.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(accounts_app, name="accounts")
+
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Where the database, media and secret live "
+                                    "[default: $VIDGATE_DATA_DIR or ./vidgate-data]"),
+]
+
+
+def _settings(data_dir: Path | None, **overrides: object) -> Settings:
+    return load_settings(data_dir=data_dir, **overrides)
+
+
+def _run(settings: Settings, action: Callable[..., Awaitable[T]]) -> T:
+    from vidgate.db import Database
+
+    async def main() -> T:
+        db = Database(settings.resolved_database_url)
+        try:
+            await db.create_schema()
+            return await action(db)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(main())
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    data_dir: DataDirOption = None,
+    workers: Annotated[int | None, typer.Option(help="Render worker processes [default: 2]")] = None,
+    no_workers: Annotated[bool, typer.Option("--no-workers", help="API only; run `vidgate worker` elsewhere")] = False,
+) -> None:
+    """Start the API server and its render workers (one process tree)."""
+    import uvicorn
+
+    from vidgate.api.app import create_app
+    from vidgate.bootstrap import ensure_first_account
+    from vidgate.supervisor import WorkerSupervisor
+
+    settings = _settings(data_dir, workers=workers)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    first_key = _run(settings, lambda db: ensure_first_account(db, settings))
+    if first_key is not None:
+        console.print("[bold green]Created the first account.[/] Its API key (shown only once):")
+        console.print(first_key, soft_wrap=True, highlight=False)
+    supervisor = WorkerSupervisor(settings, 0 if no_workers else settings.workers)
+    supervisor.start()
+    console.print(f"vidgate listening on http://{host}:{port}/api/v1 "
+                  f"(data: {settings.data_dir.resolve()}, workers: {supervisor.count})")
+    try:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        supervisor.stop()
+
+
+@app.command()
+def worker(data_dir: DataDirOption = None) -> None:
+    """Run one render worker process (`vidgate serve` starts these itself)."""
+    from vidgate.worker import run_worker_process
+
+    run_worker_process(_settings(data_dir))
+
+
+@keys_app.command("create")
+def keys_create(
+    data_dir: DataDirOption = None,
+    balance_usd: Annotated[float, typer.Option("--balance-usd", help="Starting balance of the new account")] = 0.0,
+    account: Annotated[str | None, typer.Option(help="Add the key to this existing account instead")] = None,
+    label: Annotated[str, typer.Option(help="A note to recognise the key by")] = "",
+) -> None:
+    """Create an account (or use --account) and a new API key; the key is the last line printed."""
+    from vidgate.accounts.keys import create_api_key
+    from vidgate.accounts.ledger import create_account, credit, find_account, usd_to_micros
+
+    settings = _settings(data_dir)
+
+    async def action(db):  # type: ignore[no-untyped-def]
+        async with db.write() as conn:
+            account_id = await find_account(conn, account) if account else await create_account(conn, label)
+            if account_id is None:
+                raise typer.BadParameter(f"no account {account!r}", param_hint="--account")
+            if balance_usd:
+                await credit(conn, account_id, usd_to_micros(balance_usd), note="keys create --balance-usd")
+            key_id, key = await create_api_key(conn, account_id, settings.resolved_secret_key, label)
+        return account_id, key_id, key
+
+    account_id, key_id, key = _run(settings, action)
+    err_console.print(f"account {account_id}, key id {key_id}, balance ${balance_usd:.2f} added")
+    print(key)
+
+
+@keys_app.command("list")
+def keys_list(data_dir: DataDirOption = None) -> None:
+    """List API keys (never the secrets) with their accounts and balances."""
+    from sqlalchemy import select
+
+    from vidgate.accounts.keys import list_api_keys
+    from vidgate.accounts.ledger import micros_to_usd
+    from vidgate.db import accounts
+
+    settings = _settings(data_dir)
+
+    async def action(db):  # type: ignore[no-untyped-def]
+        async with db.read() as conn:
+            keys = await list_api_keys(conn)
+            balances = {r.id: r.balance_micros for r in await conn.execute(select(accounts))}
+        return keys, balances
+
+    keys, balances = _run(settings, action)
+    table = Table("key id", "account", "balance (USD)", "label", "status")
+    for k in keys:
+        table.add_row(k.id, k.account_id, f"{micros_to_usd(balances.get(k.account_id, 0)):.6f}", k.label,
+                      "revoked" if k.revoked_at else "active")
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, data_dir: DataDirOption = None) -> None:
+    """Revoke an API key by its id (see `vidgate keys list`)."""
+    from vidgate.accounts.keys import revoke_api_key
+
+    settings = _settings(data_dir)
+
+    async def action(db):  # type: ignore[no-untyped-def]
+        async with db.write() as conn:
+            return await revoke_api_key(conn, key_id)
+
+    if not _run(settings, action):
+        err_console.print(f"no active key with id {key_id}")
+        raise typer.Exit(1)
+    console.print(f"revoked key {key_id}")
+
+
+@accounts_app.command("credit")
+def accounts_credit(
+    account: Annotated[str, typer.Argument(help="Account id or wallet address")],
+    usd: Annotated[float, typer.Option("--usd", help="Amount to add (negative to debit)")],
+    data_dir: DataDirOption = None,
+    note: Annotated[str, typer.Option(help="Ledger note")] = "admin credit",
+) -> None:
+    """Add funds to an account (an entry in its ledger)."""
+    from vidgate.accounts.ledger import balance_micros, credit, find_account, micros_to_usd, usd_to_micros
+
+    settings = _settings(data_dir)
+
+    async def action(db):  # type: ignore[no-untyped-def]
+        async with db.write() as conn:
+            account_id = await find_account(conn, account)
+            if account_id is None:
+                return None, None
+            await credit(conn, account_id, usd_to_micros(usd), note=note)
+            return account_id, await balance_micros(conn, account_id)
+
+    account_id, balance = _run(settings, action)
+    if account_id is None:
+        err_console.print(f"no account {account!r}")
+        raise typer.Exit(1)
+    console.print(f"{account_id}: balance ${micros_to_usd(balance):.6f}")
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""One error hierarchy: each error knows its HTTP status and its public (Venice-shaped) body.
+
+    VidgateError
+    ├── InvalidRequest            400  {"error": ..., "details": ..., "issues": [...]}  (DetailedError)
+    ├── AuthenticationFailed      401  {"error": "Authentication failed"}
+    ├── PaymentRequired           402  x402 discovery body or INSUFFICIENT_BALANCE
+    ├── Forbidden                 403
+    ├── NotFound                  404  (MEDIA_NOT_FOUND, MODEL_NOT_FOUND)
+    ├── Gone                      410  (revoked / expired download link)
+    ├── PayloadTooLarge           413  {"code": "PAYLOAD_TOO_LARGE", ...}
+    ├── RateLimited               429
+    └── InferenceFailed           500  {"error": "Inference processing failed"}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class VidgateError(Exception):
+    status_code: int = 500
+    code: str = "UNKNOWN_ERROR"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.message}
+
+
+@dataclass
+class Issue:
+    """One zod-style validation issue: `path` names the field, `expected` lists allowed values."""
+
+    path: list[str | int]
+    message: str
+    code: str = "custom"
+    expected: str | None = None
+    received: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"code": self.code, "path": list(self.path), "message": self.message}
+        if self.expected is not None:
+            out["expected"] = self.expected
+        if self.received is not None:
+            out["received"] = self.received
+        out.update(self.extra)
+        return out
+
+    def label(self) -> str:
+        """`reference_image_urls[1]` style name of the field, for human-readable messages."""
+        text = ""
+        for part in self.path:
+            text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        return text or "body"
+
+
+class InvalidRequest(VidgateError):
+    status_code = 400
+    code = "INVALID_REQUEST"
+
+    def __init__(self, issues: list[Issue], message: str = "Invalid request parameters") -> None:
+        super().__init__(message)
+        self.issues = issues
+
+    def body(self) -> dict[str, Any]:
+        details: dict[str, Any] = {"_errors": []}
+        for issue in self.issues:
+            node = details
+            for part in issue.path:
+                node = node.setdefault(str(part), {"_errors": []})
+            node["_errors"].append(issue.message)
+        if not self.issues:
+            details["_errors"].append(self.message)
+        return {
+            "error": self.message,
+            "details": details,
+            "issues": [issue.as_dict() for issue in self.issues],
+        }
+
+    def __str__(self) -> str:
+        return "; ".join(f"{i.label()}: {i.message}" for i in self.issues) or self.message
+
+
+def invalid(path: list[str | int] | str, message: str, **kwargs: Any) -> InvalidRequest:
+    """Shorthand for a one-issue InvalidRequest whose top-level message names the field."""
+    issue = Issue(path=[path] if isinstance(path, str) else path, message=message, **kwargs)
+    return InvalidRequest([issue], message=f"{issue.label()}: {message}")
+
+
+class BadRequest(VidgateError):
+    """A 400 with a plain StandardError body ("Invalid JSON request", "model is required", ...)."""
+
+    status_code = 400
+    code = "INVALID_REQUEST"
+
+
+class AuthenticationFailed(VidgateError):
+    status_code = 401
+    code = "AUTHENTICATION_FAILED"
+
+    def __init__(self, message: str = "Authentication failed") -> None:
+        super().__init__(message)
+
+
+class PaymentRequired(VidgateError):
+    """402 with a prepared body (x402 discovery document or the INSUFFICIENT_BALANCE error)."""
+
+    status_code = 402
+
+    def __init__(self, body: dict[str, Any], *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(str(body.get("error", "Payment required")), headers=headers)
+        self._body = body
+
+    def body(self) -> dict[str, Any]:
+        return self._body
+
+
+INSUFFICIENT_BALANCE_MESSAGE = (
+    "Insufficient USD or Diem balance to complete request. Visit https://venice.ai/settings/api to add credits."
+)
+
+
+def insufficient_balance() -> PaymentRequired:
+    return PaymentRequired({"error": INSUFFICIENT_BALANCE_MESSAGE, "code": "INSUFFICIENT_BALANCE"})
+
+
+class Forbidden(VidgateError):
+    status_code = 403
+    code = "UNAUTHORIZED"
+
+
+class NotFound(VidgateError):
+    status_code = 404
+    code = "MEDIA_NOT_FOUND"
+
+
+MEDIA_NOT_FOUND_MESSAGE = "Media could not be found. Request may be invalid, expired, or deleted."
+
+
+def media_not_found() -> NotFound:
+    return NotFound(MEDIA_NOT_FOUND_MESSAGE)
+
+
+class Gone(VidgateError):
+    status_code = 410
+    code = "GONE"
+
+
+class PayloadTooLarge(VidgateError):
+    status_code = 413
+    code = "PAYLOAD_TOO_LARGE"
+
+    def body(self) -> dict[str, Any]:
+        return {"code": "PAYLOAD_TOO_LARGE", "error": self.message}
+
+
+class UnsupportedMediaType(VidgateError):
+    status_code = 415
+    code = "INVALID_CONTENT_TYPE"
+
+
+class RateLimited(VidgateError):
+    status_code = 429
+    code = "RATE_LIMIT_EXCEEDED"
+
+    def __init__(self, headers: dict[str, str] | None = None) -> None:
+        super().__init__("Rate limit exceeded", headers=headers)
+
+
+class InferenceFailed(VidgateError):
+    status_code = 500
+    code = "INFERENCE_FAILED"
+
+    def __init__(self, message: str = "Inference processing failed") -> None:
+        super().__init__(message)

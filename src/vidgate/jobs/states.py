@@ -1,0 +1,38 @@
+"""The job state machine, with every allowed transition in one place."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobStatus(StrEnum):
+    QUEUED = "QUEUED"
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.PROCESSING, JobStatus.FAILED, JobStatus.CANCELED}),
+    # PROCESSING -> QUEUED: an attempt failed (or its worker died) and another attempt is allowed.
+    JobStatus.PROCESSING: frozenset(
+        {JobStatus.QUEUED, JobStatus.PROCESSING, JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED}
+    ),
+    JobStatus.COMPLETED: frozenset(),
+    JobStatus.FAILED: frozenset(),
+    JobStatus.CANCELED: frozenset(),
+}
+
+
+def can_transition(old: JobStatus, new: JobStatus) -> bool:
+    return new in ALLOWED_TRANSITIONS[old]
+
+
+def wire_status(status: JobStatus) -> str:
+    """Venice exposes only PROCESSING and COMPLETED; queued work reads as PROCESSING (SPEC §3)."""
+    return "COMPLETED" if status is JobStatus.COMPLETED else "PROCESSING"

@@ -1,0 +1,241 @@
+"""The job store is the queue: jobs are claimed with a lease that the worker renews by heartbeat.
+
+A worker that dies stops renewing; once its lease expires another worker claims the job again. Every write
+that depends on holding the lease carries the lease token, so a stale worker can never complete or fail a job
+that someone else now owns: a job is finished once and charged once (the charge is taken at queue time, in
+the transaction that stores the job; a failed job is refunded in the transaction that fails it).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from vidgate.accounts.ledger import charge_for_job, refund_job
+from vidgate.db import Database, jobs
+from vidgate.jobs.states import JobStatus
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    account_id: str
+    model: str
+    status: JobStatus
+    request: dict[str, Any]
+    engine: str
+    price_micros: int
+    private: bool
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    execution_ms: int | None
+    attempts: int
+    lease_owner: str | None
+    lease_token: str | None
+    lease_expires_at: float | None
+    progress: float
+    error: str | None
+    media_key: str | None
+    media_deleted: bool
+    download_revoked: bool
+
+    @classmethod
+    def from_row(cls, row: Row[Any]) -> Job:
+        data = dict(row._mapping)
+        data["status"] = JobStatus(data["status"])
+        data["request"] = json.loads(data.pop("request_json"))
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job a worker now holds, with the token that proves it."""
+
+    job: Job
+    token: str
+
+
+class JobStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create_paid_job(
+        self, *, account_id: str, model: str, request: dict[str, Any], engine: str, price_micros: int,
+        private: bool,
+    ) -> Job:
+        """Charge the account and store the job, in one transaction: no unpaid job, no jobless charge."""
+        job_id = str(uuid.uuid4())
+        now = time.time()
+        async with self.db.write() as conn:
+            await charge_for_job(conn, account_id, job_id, price_micros)
+            await conn.execute(
+                jobs.insert().values(
+                    id=job_id, account_id=account_id, model=model, status=JobStatus.QUEUED.value,
+                    request_json=json.dumps(request), engine=engine, price_micros=price_micros, private=private,
+                    created_at=now, attempts=0, progress=0.0, media_deleted=False, download_revoked=False,
+                )
+            )
+            row = (await conn.execute(select(jobs).where(jobs.c.id == job_id))).one()
+        return Job.from_row(row)
+
+    async def get(self, job_id: str) -> Job | None:
+        async with self.db.read() as conn:
+            row = (await conn.execute(select(jobs).where(jobs.c.id == job_id))).first()
+        return Job.from_row(row) if row else None
+
+    async def claim_next(self, owner: str, lease_seconds: float, max_attempts: int) -> Claim | None:
+        """Take the oldest queued job, or one whose worker's lease ran out, and lease it to `owner`."""
+        now = time.time()
+        token = uuid.uuid4().hex
+        async with self.db.write() as conn:
+            await self._fail_exhausted(conn, now, max_attempts)
+            query = (
+                select(jobs.c.id, jobs.c.status, jobs.c.started_at)
+                .where(
+                    or_(
+                        jobs.c.status == JobStatus.QUEUED.value,
+                        and_(jobs.c.status == JobStatus.PROCESSING.value, jobs.c.lease_expires_at < now),
+                    )
+                )
+                .order_by(jobs.c.created_at)
+                .limit(1)
+            )
+            if not self.db.is_sqlite:
+                query = query.with_for_update(skip_locked=True)
+            candidate = (await conn.execute(query)).first()
+            if candidate is None:
+                return None
+            await conn.execute(
+                update(jobs)
+                .where(jobs.c.id == candidate.id, jobs.c.status == candidate.status)
+                .values(
+                    status=JobStatus.PROCESSING.value, attempts=jobs.c.attempts + 1, lease_owner=owner,
+                    lease_token=token, lease_expires_at=now + lease_seconds,
+                    started_at=candidate.started_at or now, progress=0.0,
+                )
+            )
+            row = (await conn.execute(select(jobs).where(jobs.c.id == candidate.id))).one()
+        return Claim(Job.from_row(row), token)
+
+    async def _fail_exhausted(self, conn: AsyncConnection, now: float, max_attempts: int) -> None:
+        """Jobs whose worker died on their last allowed attempt fail now, and are refunded."""
+        rows = (
+            await conn.execute(
+                select(jobs.c.id).where(
+                    jobs.c.status == JobStatus.PROCESSING.value,
+                    jobs.c.lease_expires_at < now,
+                    jobs.c.attempts >= max_attempts,
+                )
+            )
+        ).all()
+        for row in rows:
+            await self._fail_and_refund(conn, row.id, None, "worker lost (lease expired) on the last attempt")
+
+    async def heartbeat(self, job_id: str, token: str, lease_seconds: float, progress: float) -> bool:
+        """Extend the lease and record progress; False means the lease was lost and the render must stop."""
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.lease_token == token,
+                       jobs.c.status == JobStatus.PROCESSING.value)
+                .values(lease_expires_at=time.time() + lease_seconds, progress=progress)
+            )
+        return result.rowcount == 1
+
+    async def complete(self, job_id: str, token: str, media_key: str) -> bool:
+        now = time.time()
+        async with self.db.write() as conn:
+            row = (
+                await conn.execute(select(jobs.c.created_at).where(jobs.c.id == job_id))
+            ).first()
+            if row is None:
+                return False
+            result = await conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.lease_token == token,
+                       jobs.c.status == JobStatus.PROCESSING.value)
+                .values(
+                    status=JobStatus.COMPLETED.value, finished_at=now, media_key=media_key, progress=1.0,
+                    execution_ms=int((now - row.created_at) * 1000), lease_token=None, lease_expires_at=None,
+                )
+            )
+        return result.rowcount == 1
+
+    async def fail_attempt(self, job_id: str, token: str, error: str, *, max_attempts: int,
+                           retryable: bool = True) -> JobStatus | None:
+        """Record a failed attempt: back to the queue while attempts remain, else FAILED and refunded."""
+        async with self.db.write() as conn:
+            row = (
+                await conn.execute(
+                    select(jobs.c.attempts).where(
+                        jobs.c.id == job_id, jobs.c.lease_token == token,
+                        jobs.c.status == JobStatus.PROCESSING.value,
+                    )
+                )
+            ).first()
+            if row is None:
+                return None  # the lease is gone; whoever holds the job now decides
+            if retryable and row.attempts < max_attempts:
+                await conn.execute(
+                    update(jobs).where(jobs.c.id == job_id, jobs.c.lease_token == token).values(
+                        status=JobStatus.QUEUED.value, lease_token=None, lease_owner=None,
+                        lease_expires_at=None, error=error,
+                    )
+                )
+                return JobStatus.QUEUED
+            await self._fail_and_refund(conn, job_id, token, error)
+            return JobStatus.FAILED
+
+    async def _fail_and_refund(self, conn: AsyncConnection, job_id: str, token: str | None, error: str) -> None:
+        conditions = [jobs.c.id == job_id, jobs.c.status.in_([JobStatus.QUEUED.value, JobStatus.PROCESSING.value])]
+        if token is not None:
+            conditions.append(jobs.c.lease_token == token)
+        row = (
+            await conn.execute(select(jobs.c.account_id, jobs.c.price_micros).where(*conditions))
+        ).first()
+        if row is None:
+            return
+        await conn.execute(
+            update(jobs).where(*conditions).values(
+                status=JobStatus.FAILED.value, finished_at=time.time(), error=error, lease_token=None,
+                lease_expires_at=None,
+            )
+        )
+        if row.price_micros:
+            await refund_job(conn, row.account_id, job_id, row.price_micros, note=f"refund: {error}"[:500])
+
+    async def mark_media_deleted(self, job_id: str) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(update(jobs).where(jobs.c.id == job_id).values(media_deleted=True))
+
+    async def revoke_download(self, job_id: str) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(update(jobs).where(jobs.c.id == job_id).values(download_revoked=True))
+
+    async def recent_execution_ms(self, model: str, limit: int = 200) -> list[int]:
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                select(jobs.c.execution_ms)
+                .where(jobs.c.model == model, jobs.c.status == JobStatus.COMPLETED.value,
+                       jobs.c.execution_ms.is_not(None))
+                .order_by(jobs.c.finished_at.desc())
+                .limit(limit)
+            )
+            return [r.execution_ms for r in rows]
+
+
+def p80(values: list[int]) -> int | None:
+    """The 80th percentile (nearest rank) of past execution times."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * 80 // 100))  # ceil(0.8 n)
+    return ordered[rank - 1]

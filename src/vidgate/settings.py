@@ -1,0 +1,107 @@
+"""All of vidgate's settings, in one object read from the environment (prefix VIDGATE_) or `.env`.
+
+Nothing else in the package reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VIDGATE_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path("./vidgate-data")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; defaults to SQLite (WAL) in the data dir."
+    )
+    public_base_url: str | None = Field(
+        default=None,
+        description="Base URL put in download links; when unset, the scheme and host of the request are used.",
+    )
+    secret_key: str | None = Field(
+        default=None,
+        description="Signs download URLs and peppers API key hashes; generated into the data dir when unset.",
+    )
+
+    catalog_file: Path | None = Field(default=None, description="JSON file that adds or replaces models.")
+    price_file: Path | None = Field(default=None, description="JSON file that overrides the price table.")
+
+    rate_limit_queue_per_min: int = 40
+    rate_limit_retrieve_per_min: int = 120
+
+    bootstrap_balance_usd: float = Field(
+        default=100.0, description="Balance of the account created on first start of an empty data dir."
+    )
+    max_body_bytes: int = 35 * 1024 * 1024
+
+    workers: int = 2
+    lease_seconds: float = 30.0
+    max_attempts: int = 3
+    idle_poll_seconds: float = Field(
+        default=1.0, description="How often an idle worker re-checks for expired leases without a wake-up."
+    )
+    render_nice: int = 10
+    x264_preset: str = "veryfast"
+    x264_crf: int = 23
+
+    default_average_execution_ms: int = 145_000
+    download_url_ttl_seconds: int = 24 * 3600
+
+    # x402 discovery (the 402 body a request with no credentials gets).
+    x402_pay_to: str = "0x0000000000000000000000000000000000000000"
+    x402_solana_pay_to: str = "11111111111111111111111111111111"
+    x402_solana_fee_payer: str = "11111111111111111111111111111111"
+    x402_usdc_base: str = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+    x402_usdc_solana: str = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
+    x402_network: str = "eip155:8453"
+    x402_inference_amount_usd: float = 10.0
+    siwx_domain: str = "api.venice.ai"
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'vidgate.db').resolve()}"
+
+    @property
+    def media_dir(self) -> Path:
+        return self.data_dir / "media"
+
+    @property
+    def wake_dir(self) -> Path:
+        """Unix datagram sockets of idle workers live here; the API pokes them when it queues a job."""
+        return self.data_dir / "wake"
+
+    @cached_property
+    def resolved_secret_key(self) -> str:
+        """The configured secret, or one generated once and kept (mode 0600) in the data dir."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            # Write a private temp file, then hard-link it into place: the link either wins or finds the
+            # file another process already made, so concurrent first starts agree on one secret.
+            tmp = path.with_name(f".secret.{os.getpid()}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(os.urandom(32).hex())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink(missing_ok=True)
+        return path.read_text().strip()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides (CLI flags, tests) on top."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**clean)  # type: ignore[arg-type]

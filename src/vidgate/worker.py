@@ -1,0 +1,157 @@
+"""The worker loop: claim → render with progress and heartbeat → store → complete (or fail and refund).
+
+Each worker is its own process (so rendering never blocks the API's event loop), runs at a lower CPU
+priority than the API, and sleeps on a wake-up socket while there is nothing to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+
+from vidgate.catalog.request import VideoRequest
+from vidgate.db import Database
+from vidgate.engines.base import RenderSpec
+from vidgate.engines.registry import engine_for
+from vidgate.jobs.store import Claim, JobStore
+from vidgate.jobs.wakeup import WakeSocket
+from vidgate.media.geometry import frame_size
+from vidgate.settings import Settings
+from vidgate.storage.local import LocalStorage
+
+log = logging.getLogger("vidgate.worker")
+
+
+class LeaseLost(Exception):
+    """Another worker owns the job now; this render must stop."""
+
+
+def render_spec_for(request: VideoRequest) -> RenderSpec:
+    width, height = frame_size(request.resolution, request.aspect_ratio)
+    return RenderSpec(
+        model=request.model,
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt,
+        duration_s=request.duration_s or 5,
+        width=width,
+        height=height,
+        fps=24,
+        audio=request.audio,
+        options={"bitrate_mode": request.bitrate_mode},
+    )
+
+
+class Worker:
+    def __init__(self, settings: Settings, name: str | None = None) -> None:
+        self.settings = settings
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.db = Database(settings.resolved_database_url)
+        self.store = JobStore(self.db)
+        self.storage = LocalStorage(settings.media_dir)
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, *, max_jobs: int | None = None) -> None:
+        """Work until stopped (or until `max_jobs` jobs were handled, for tests and benchmarks)."""
+        await self.db.create_schema()
+        wake = WakeSocket(self.settings.wake_dir, self.name)
+        handled = 0
+        try:
+            while not self._stop.is_set():
+                claim = await self.store.claim_next(
+                    self.name, self.settings.lease_seconds, self.settings.max_attempts
+                )
+                if claim is None:
+                    await self._sleep_until_woken(wake)
+                    continue
+                await self.process(claim)
+                handled += 1
+                if max_jobs is not None and handled >= max_jobs:
+                    break
+        finally:
+            wake.close()
+            await self.db.dispose()
+
+    async def _sleep_until_woken(self, wake: WakeSocket) -> None:
+        loop = asyncio.get_running_loop()
+        woken = loop.create_future()
+        loop.add_reader(wake.fileno(), lambda: woken.done() or woken.set_result(None))
+        stop_wait = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({woken, stop_wait}, timeout=self.settings.idle_poll_seconds,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            loop.remove_reader(wake.fileno())
+            stop_wait.cancel()
+            wake.drain()
+
+    async def process(self, claim: Claim) -> None:
+        job, token = claim.job, claim.token
+        log.info("job %s attempt %d: rendering %s", job.id, job.attempts, job.model)
+        request = VideoRequest.from_json(job.request)
+        spec = render_spec_for(request)
+        engine = engine_for(job.engine, preset=self.settings.x264_preset, crf=self.settings.x264_crf)
+        scratch = self.storage.scratch_dir() / f"{job.id}-{token[:8]}.mp4"
+        progress = {"value": 0.0}
+        lost = threading.Event()
+
+        def on_progress(fraction: float) -> None:
+            progress["value"] = fraction
+            if lost.is_set():
+                raise LeaseLost(job.id)
+
+        render = asyncio.ensure_future(asyncio.to_thread(engine.render, spec, scratch, on_progress))
+        heartbeat_every = max(0.2, self.settings.lease_seconds / 3)
+        try:
+            while True:
+                done, _ = await asyncio.wait({render}, timeout=heartbeat_every)
+                if done:
+                    break
+                if not await self.store.heartbeat(job.id, token, self.settings.lease_seconds, progress["value"]):
+                    lost.set()
+            render.result()
+            if lost.is_set() or not await self.store.heartbeat(job.id, token, self.settings.lease_seconds, 1.0):
+                raise LeaseLost(job.id)
+            media_key = f"{job.id}-{token[:8]}.mp4"
+            self.storage.put_file(media_key, scratch)
+            if not await self.store.complete(job.id, token, media_key):
+                self.storage.delete(media_key)
+                raise LeaseLost(job.id)
+            log.info("job %s completed", job.id)
+        except LeaseLost:
+            log.warning("job %s: lease lost, another worker owns it now", job.id)
+        except Exception as exc:  # an engine failure: retried, then failed and refunded
+            log.exception("job %s attempt %d failed", job.id, job.attempts)
+            status = await self.store.fail_attempt(job.id, token, f"{type(exc).__name__}: {exc}"[:1000],
+                                                   max_attempts=self.settings.max_attempts)
+            log.info("job %s is now %s", job.id, status)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                scratch.unlink()
+
+
+def run_worker_process(settings: Settings) -> None:
+    """Entry point of a `vidgate worker` process."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with contextlib.suppress(OSError):
+        os.nice(settings.render_nice)
+    worker = Worker(settings)
+
+    async def main() -> None:
+        import signal
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        await worker.run()
+
+    started = time.time()
+    asyncio.run(main())
+    log.info("worker %s stopped after %.0f s", worker.name, time.time() - started)
