@@ -40,7 +40,7 @@ def siwx_challenge(settings: Settings, resource_url: str, nonce: str | None = No
 
 
 def payment_accepts(settings: Settings, amount_usd: float) -> list[dict[str, Any]]:
-    amount = str(int(round(amount_usd * 1_000_000)))
+    amount = str(round(amount_usd * 1_000_000))
     return [
         {
             "scheme": "exact", "network": settings.x402_network, "asset": settings.x402_usdc_base,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from starlette.requests import Request
-from starlette.responses import FileResponse
 
-from vidgate.api.http import JSONResponse
+from vidgate.api.http import JSONResponse, VideoFileResponse
 from vidgate.api.video import ctx_of, delete_media, not_ready
 from vidgate.errors import Forbidden, Gone
 from vidgate.jobs.states import JobStatus
@@ -36,7 +35,7 @@ async def linked_job(request: Request, token: str) -> Job:
 
 
 @router.get("/video/download/{token}")
-async def download(request: Request, token: str) -> FileResponse:
+async def download(request: Request, token: str) -> VideoFileResponse:
     ctx = ctx_of(request)
     job = await linked_job(request, token)
     if job.status is JobStatus.FAILED:
@@ -46,8 +45,7 @@ async def download(request: Request, token: str) -> FileResponse:
     path = ctx.storage.local_path(job.media_key or "")
     if path is None:
         raise Gone(REVOKED)
-    return FileResponse(path, media_type="video/mp4",
-                        headers={"Content-Disposition": f'attachment; filename="{job.id}.mp4"'})
+    return VideoFileResponse(path, job.id)
 
 
 @router.delete("/video/download/{token}")

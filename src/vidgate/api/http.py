@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 from typing import Any
 
 import orjson
+from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vidgate.errors import BadRequest, PayloadTooLarge, VidgateError, invalid
@@ -104,3 +106,17 @@ def require_model_field(body: dict[str, Any]) -> str:
     if not isinstance(value, str):
         raise BadRequest("model must be a string")
     return value
+
+
+class VideoFileResponse(FileResponse):
+    """Streams an MP4 from disk with Range support on POST too (`/video/retrieve` is a POST; Starlette only
+    honours Range on GET/HEAD)."""
+
+    def __init__(self, path: Path, queue_id: str, background: BackgroundTask | None = None) -> None:
+        super().__init__(path, media_type="video/mp4", background=background,
+                         headers={"Content-Disposition": f'attachment; filename="{queue_id}.mp4"'})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("method", "GET").upper() == "POST":
+            scope = dict(scope, method="GET")
+        await super().__call__(scope, receive, send)

@@ -8,11 +8,18 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response
 
 from vidgate.api.auth import Principal, authenticate
 from vidgate.api.context import AppContext
-from vidgate.api.http import JSONResponse, add_headers, read_json_object, require_model_field, require_string
+from vidgate.api.http import (
+    JSONResponse,
+    VideoFileResponse,
+    add_headers,
+    read_json_object,
+    require_model_field,
+    require_string,
+)
 from vidgate.catalog.models import ModelSpec
 from vidgate.catalog.pricing import quote
 from vidgate.catalog.validation import validate_queue, validate_quote
@@ -117,8 +124,7 @@ async def retrieve_video(request: Request) -> Response:
         await ctx.store.mark_media_deleted(job.id)
         task = BackgroundTask(ctx.storage.delete, job.media_key or "")
     # The MP4 whatever the Accept header says: clients send Accept: application/json and expect bytes.
-    return FileResponse(path, media_type="video/mp4", background=task,
-                        headers={"Content-Disposition": f'attachment; filename="{job.id}.mp4"'})
+    return VideoFileResponse(path, job.id, background=task)
 
 
 @router.post("/video/complete")

@@ -25,7 +25,7 @@ DEFAULT_ASPECT_RATIO = "16:9"
 
 def _even(value: float) -> int:
     """H.264 with yuv420p needs even dimensions; round to the nearest even integer."""
-    return max(2, int(round(value / 2.0)) * 2)
+    return max(2, round(value / 2.0) * 2)
 
 
 def parse_aspect_ratio(aspect_ratio: str) -> tuple[int, int]:

@@ -1,0 +1,171 @@
+"""Shared fixtures: an in-process app over httpx's ASGI transport, funded API keys, and a real
+`vidgate serve` process tree on loopback for the tests that kill and restart things."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from vidgate.accounts.keys import create_api_key
+from vidgate.accounts.ledger import create_account, credit, usd_to_micros
+from vidgate.api.app import create_app
+from vidgate.api.context import AppContext
+from vidgate.settings import Settings, load_settings
+from vidgate.worker import Worker
+
+SHORT_PROMPT = "A red fox runs through fresh snow at dawn"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(data_dir=tmp_path / "data", x264_preset="ultrafast", lease_seconds=3.0,
+                         idle_poll_seconds=0.2)
+
+
+@dataclass
+class Api:
+    """An in-process vidgate app and an httpx client bound to it."""
+
+    client: httpx.AsyncClient
+    ctx: AppContext
+    settings: Settings
+    keys: list[str] = field(default_factory=list)
+
+    async def new_key(self, balance_usd: float = 50.0) -> str:
+        async with self.ctx.db.write() as conn:
+            account_id = await create_account(conn, "test")
+            if balance_usd:
+                await credit(conn, account_id, usd_to_micros(balance_usd), note="test")
+            _, key = await create_api_key(conn, account_id, self.settings.resolved_secret_key)
+        return key
+
+    async def account_of(self, key: str) -> str:
+        from vidgate.accounts.keys import authenticate_key
+
+        async with self.ctx.db.read() as conn:
+            account_id = await authenticate_key(conn, key, self.settings.resolved_secret_key)
+        assert account_id
+        return account_id
+
+    async def post(self, path: str, json: object, key: str | None = None, **kwargs: object) -> httpx.Response:
+        headers = dict(kwargs.pop("headers", {}) or {})  # type: ignore[call-overload]
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return await self.client.post(f"/api/v1{path}", json=json, headers=headers, **kwargs)  # type: ignore[arg-type]
+
+    async def run_worker(self, max_jobs: int = 1, timeout: float = 60) -> None:
+        """Render queued jobs in this process, with the same Worker class the worker processes run."""
+        worker = Worker(self.settings, name=f"test-{os.getpid()}")
+        await asyncio.wait_for(worker.run(max_jobs=max_jobs), timeout)
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[Api]:
+    app = create_app(settings)
+    ctx: AppContext = app.state.ctx
+    await ctx.db.create_schema()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield Api(client, ctx, settings)
+    await ctx.db.dispose()
+
+
+def t2v_body(**overrides: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "model": "wan-2.5-preview-text-to-video",
+        "prompt": SHORT_PROMPT,
+        "duration": "5s",
+        "resolution": "480p",
+        "aspect_ratio": "16:9",
+    }
+    body.update(overrides)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+# --- a real server process tree -------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    """`vidgate serve` running as a real process tree on a loopback port."""
+
+    data_dir: Path
+    port: int
+    env: dict[str, str]
+    workers: int = 1
+    proc: subprocess.Popen[str] | None = None
+    api_key: str | None = None
+    log: Path | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.log = self.data_dir.parent / f"serve-{time.time_ns()}.log"
+        out = self.log.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "vidgate", "serve", "--port", str(self.port), "--data-dir", str(self.data_dir),
+             "--workers", str(self.workers)],
+            stdout=out, stderr=subprocess.STDOUT, text=True, env=self.env, start_new_session=True,
+        )
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError(f"vidgate serve did not start:\n{self.log.read_text()}")
+        key = re.search(r"^(vg_\S+)$", self.log.read_text(), re.MULTILINE)
+        if key and self.api_key is None:
+            self.api_key = key.group(1)
+
+    def worker_pids(self) -> list[int]:
+        assert self.proc is not None
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=f"{self.base_url}/api/v1", timeout=30,
+                            headers={"Authorization": f"Bearer {self.api_key}"})
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[LiveServer]:
+    env = dict(os.environ, VIDGATE_X264_PRESET="ultrafast", VIDGATE_LEASE_SECONDS="2",
+               VIDGATE_IDLE_POLL_SECONDS="0.2", VIDGATE_RATE_LIMIT_QUEUE_PER_MIN="0",
+               VIDGATE_RATE_LIMIT_RETRIEVE_PER_MIN="0", PYTHONUNBUFFERED="1")
+    server = LiveServer(data_dir=tmp_path / "data", port=free_port(), env=env)
+    server.start()
+    yield server
+    server.stop()
