@@ -56,10 +56,14 @@ def payment_accepts(settings: Settings, amount_usd: float) -> list[dict[str, Any
 
 
 def discovery_body(settings: Settings, resource_url: str, nonce: str | None = None) -> dict[str, Any]:
-    """The x402 v2 discovery document for an inference route called without credentials."""
+    """The x402 v2 discovery document for an inference route called without credentials.
+
+    No top-level `error` string here: the OpenAPI file makes the 402 body `oneOf` StandardError and this
+    document, so a body carrying both would match both branches and be invalid. The `PAYMENT-REQUIRED`
+    header (the x402 protocol object) carries the error text instead.
+    """
     return {
         "x402Version": 2,
-        "error": "Authentication required",
         "resource": {"url": resource_url, "description": "Venice API", "mimeType": "application/json"},
         "accepts": payment_accepts(settings, settings.x402_inference_amount_usd),
         "extensions": {"sign-in-with-x": siwx_challenge(settings, resource_url, nonce)},
@@ -81,5 +85,6 @@ def discovery_body(settings: Settings, resource_url: str, nonce: str | None = No
 
 def payment_required_header(body: dict[str, Any]) -> str:
     """The `PAYMENT-REQUIRED` header: base64 of the x402 object (without the Venice-only authOptions)."""
-    protocol = {k: body[k] for k in ("x402Version", "error", "resource", "accepts", "extensions") if k in body}
+    protocol = {k: body[k] for k in ("x402Version", "resource", "accepts", "extensions") if k in body}
+    protocol["error"] = "Authentication required"
     return base64.b64encode(json.dumps(protocol, separators=(",", ":")).encode()).decode()
