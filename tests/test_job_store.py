@@ -1,0 +1,89 @@
+"""The job store as a queue: leases, heartbeats, re-claims, attempts, and money that moves exactly once."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import Api, t2v_body
+from vidgate.accounts.ledger import balance_micros, ledger_sum_micros
+from vidgate.jobs.states import JobStatus, can_transition
+
+
+async def queued_job(api: Api, key: str) -> str:
+    response = await api.post("/video/queue", t2v_body(), key)
+    assert response.status_code == 200
+    return response.json()["queue_id"]
+
+
+async def test_claim_takes_the_oldest_queued_job_once(api: Api) -> None:
+    key = await api.new_key()
+    first, second = await queued_job(api, key), await queued_job(api, key)
+    store = api.ctx.store
+    a = await store.claim_next("w1", 30, 3)
+    b = await store.claim_next("w2", 30, 3)
+    assert a and b and a.job.id == first and b.job.id == second
+    assert await store.claim_next("w3", 30, 3) is None
+
+
+async def test_expired_lease_is_claimed_again_and_the_old_worker_cannot_complete(api: Api) -> None:
+    key = await api.new_key()
+    job_id = await queued_job(api, key)
+    store = api.ctx.store
+    stale = await store.claim_next("dead-worker", 0.05, 3)
+    assert stale is not None
+    time.sleep(0.1)
+    fresh = await store.claim_next("live-worker", 30, 3)
+    assert fresh is not None and fresh.job.id == job_id and fresh.job.attempts == 2
+    assert not await store.heartbeat(job_id, stale.token, 30, 0.5), "the stale lease is gone"
+    assert not await store.complete(job_id, stale.token, "stale.mp4")
+    assert await store.complete(job_id, fresh.token, "fresh.mp4")
+    job = await store.get(job_id)
+    assert job and job.status is JobStatus.COMPLETED and job.media_key == "fresh.mp4"
+
+
+async def test_failed_attempts_requeue_then_fail_and_refund_once(api: Api) -> None:
+    key = await api.new_key(balance_usd=1)
+    job_id = await queued_job(api, key)
+    account_id = await api.account_of(key)
+    store = api.ctx.store
+    for attempt in (1, 2):
+        claim = await store.claim_next("w", 30, 3)
+        assert claim and claim.job.attempts == attempt
+        assert await store.fail_attempt(job_id, claim.token, "boom", max_attempts=3) is JobStatus.QUEUED
+    claim = await store.claim_next("w", 30, 3)
+    assert claim and claim.job.attempts == 3
+    assert await store.fail_attempt(job_id, claim.token, "boom", max_attempts=3) is JobStatus.FAILED
+    assert await store.fail_attempt(job_id, claim.token, "boom", max_attempts=3) is None
+    async with api.ctx.db.read() as conn:
+        assert await balance_micros(conn, account_id) == await ledger_sum_micros(conn, account_id) == 1_000_000
+
+
+async def test_worker_lost_on_the_last_attempt_fails_the_job_and_refunds(api: Api) -> None:
+    key = await api.new_key(balance_usd=1)
+    job_id = await queued_job(api, key)
+    store = api.ctx.store
+    assert await store.claim_next("dies", 0.01, 1)
+    time.sleep(0.05)
+    assert await store.claim_next("next", 30, 1) is None
+    job = await store.get(job_id)
+    assert job and job.status is JobStatus.FAILED
+    retrieve = await api.post("/video/retrieve", {"model": job.model, "queue_id": job_id}, key)
+    assert retrieve.status_code == 500
+    async with api.ctx.db.read() as conn:
+        assert await balance_micros(conn, await api.account_of(key)) == 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "allowed"),
+    [
+        (JobStatus.QUEUED, JobStatus.PROCESSING, True),
+        (JobStatus.PROCESSING, JobStatus.COMPLETED, True),
+        (JobStatus.PROCESSING, JobStatus.QUEUED, True),
+        (JobStatus.COMPLETED, JobStatus.PROCESSING, False),
+        (JobStatus.FAILED, JobStatus.QUEUED, False),
+    ],
+)
+def test_state_machine_transitions(old: JobStatus, new: JobStatus, allowed: bool) -> None:
+    assert can_transition(old, new) is allowed
