@@ -39,6 +39,8 @@ def _settings(data_dir: Path | None, **overrides: object) -> Settings:
 def _run(settings: Settings, action: Callable[..., Awaitable[T]]) -> T:
     from vidgate.db import Database
 
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+
     async def main() -> T:
         db = Database(settings.resolved_database_url)
         try:

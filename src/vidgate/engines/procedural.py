@@ -241,8 +241,9 @@ class _Scene:
     def __init__(self, spec: RenderSpec) -> None:
         w, h, fps = spec.width, spec.height, spec.fps
         self.width, self.height, self.fps = w, h, fps
-        self.rng = np.random.default_rng(np.frombuffer(spec_digest(spec), dtype=np.uint64))
-        rng = self.rng
+        # One generator for all layout/motion choices, seeded by the whole spec (the palette, by contrast,
+        # depends on the prompt alone).  Construction order below is fixed, so draws are reproducible.
+        rng = np.random.default_rng(np.frombuffer(spec_digest(spec), dtype=np.uint64))
         short = min(w, h)
         palette = prompt_palette(spec.prompt)
         self.palette_yuv = [rgb_to_yuv(c) for c in palette]
