@@ -57,7 +57,7 @@ async def test_delete_revokes_the_link(api: Api) -> None:
 
 
 async def test_tampered_link_is_403(api: Api) -> None:
-    _, ident, url = await private_job(api)
+    _, _, url = await private_job(api)
     await api.run_worker()
     token = path_of(url).rsplit("/", 1)[1]
     queue_id, expires, signature = token.split(".")
