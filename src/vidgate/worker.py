@@ -61,7 +61,8 @@ class Worker:
     async def run(self, *, max_jobs: int | None = None) -> None:
         """Work until stopped (or until `max_jobs` jobs were handled, for tests and benchmarks)."""
         await self.db.create_schema()
-        wake = WakeSocket(self.settings.wake_dir, self.name)
+        # A short socket name: Unix socket paths are limited to ~108 bytes.
+        wake = WakeSocket(self.settings.wake_dir, f"w{os.getpid()}-{id(self) % 10_000}")
         handled = 0
         try:
             while not self._stop.is_set():

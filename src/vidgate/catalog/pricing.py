@@ -121,7 +121,10 @@ def quote(req: VideoRequest, spec: ModelSpec, table: PriceTable) -> Quote:
     """The price of a validated request in USD (what queue charges and quote answers)."""
     if spec.is_upscale:
         if req.duration_s is None:
-            raise invalid("duration", "duration (seconds) or video_url is required to quote an upscale")
+            if req.media.get("video_url"):
+                raise invalid("video_url", "quoting from video_url is not supported by this server yet; "
+                                           "send duration (seconds) and input_height instead")
+            raise invalid("duration", "duration (seconds of input video) is required to quote an upscale")
         height = req.input_height or table.table["upscale"]["default_input_height"]
         return upscale_price(table, seconds=req.duration_s, input_height=height,
                              factor=req.upscale_factor or 2, fps=0)
