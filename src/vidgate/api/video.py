@@ -10,7 +10,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
-from vidgate.api.auth import Principal, authenticate
+from vidgate.api.auth import authenticate
 from vidgate.api.context import AppContext
 from vidgate.api.http import (
     JSONResponse,
@@ -84,22 +84,25 @@ async def queue_video(request: Request) -> JSONResponse:
     return JSONResponse(response)
 
 
-async def owned_job(ctx: AppContext, principal: Principal, body: dict[str, Any]) -> Job:
-    """The caller's job for (model, queue_id); anything else is 404 (SPEC: ids are scoped to accounts)."""
+async def owned_job(request: Request, bucket: str) -> tuple[AppContext, Job, dict[str, Any]]:
+    """Authenticate, read the body, and find the caller's job for (model, queue_id).
+
+    Anything but the caller's own job for that model is 404 (SPEC: queue ids are scoped to accounts).
+    """
+    ctx = ctx_of(request)
+    principal = await authenticate(ctx, request, bucket)
+    body = await read_json_object(request, ctx.settings.max_body_bytes)
     model = require_string(body, "model")
     queue_id = require_string(body, "queue_id")
     job = await ctx.store.get(queue_id)
     if job is None or job.account_id != principal.account_id or job.model != model:
         raise media_not_found()
-    return job
+    return ctx, job, body
 
 
 @router.post("/video/retrieve")
 async def retrieve_video(request: Request) -> Response:
-    ctx = ctx_of(request)
-    principal = await authenticate(ctx, request, "retrieve")
-    body = await read_json_object(request, ctx.settings.max_body_bytes)
-    job = await owned_job(ctx, principal, body)
+    ctx, job, body = await owned_job(request, "retrieve")
     delete_after = body.get("delete_media_on_completion", False)
     if not isinstance(delete_after, bool):
         raise invalid("delete_media_on_completion", "Expected boolean", code="invalid_type", expected="boolean")
@@ -129,10 +132,7 @@ async def retrieve_video(request: Request) -> Response:
 
 @router.post("/video/complete")
 async def complete_video(request: Request) -> JSONResponse:
-    ctx = ctx_of(request)
-    principal = await authenticate(ctx, request, "retrieve")
-    body = await read_json_object(request, ctx.settings.max_body_bytes)
-    job = await owned_job(ctx, principal, body)
+    ctx, job, _ = await owned_job(request, "retrieve")
     if job.status in (JobStatus.QUEUED, JobStatus.PROCESSING):
         raise invalid("queue_id", "The video is still processing; call complete after downloading it",
                       code="invalid_state")

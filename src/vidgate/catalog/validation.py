@@ -384,26 +384,37 @@ class _Checker:
         if ok and value:
             req.media[name] = list(value)
 
-    def elements(self, req: VideoRequest) -> None:
-        value = self.body["elements"]
+    def object_items(self, name: str, limit: int) -> list[tuple[int, dict[str, Any]]] | None:
+        """The (index, object) items of an array-of-objects field, after its type and count checks."""
+        value = self.body[name]
         if not isinstance(value, list):
-            self.add(Issue(path=["elements"], code="invalid_type", expected="array", message="Expected array"))
-            return
-        if len(value) > 4:
-            self.add(Issue(path=["elements"], code="too_big", extra={"maximum": 4, "type": "array"},
-                           message=f"elements has {len(value)} items, the limit is 4"))
-            return
-        clean = []
-        for i, element in enumerate(value):
-            if not isinstance(element, dict):
-                self.add(Issue(path=["elements", i], code="invalid_type", expected="object",
-                               message="Expected object"))
-                continue
-            if element.get("frontal_image_url") is None:
-                self.add(Issue(path=["elements", i, "frontal_image_url"], message="Required"))
+            self.add(Issue(path=[name], code="invalid_type", expected="array", message="Expected array"))
+            return None
+        if len(value) > limit:
+            self.add(Issue(path=[name], code="too_big", extra={"maximum": limit, "type": "array"},
+                           message=f"{name} has {len(value)} items, the limit is {limit}"))
+            return None
+        items = []
+        for i, item in enumerate(value):
+            if isinstance(item, dict):
+                items.append((i, item))
             else:
-                self.add(check_media_url(element["frontal_image_url"], ["elements", i, "frontal_image_url"],
-                                         "image"))
+                self.add(Issue(path=[name, i], code="invalid_type", expected="object", message="Expected object"))
+        return items
+
+    def required_media(self, item: dict[str, Any], parent: list[str | int], name: str, kind: str) -> None:
+        path = [*parent, name]
+        if item.get(name) is None:
+            self.add(Issue(path=path, message="Required"))
+        else:
+            self.add(check_media_url(item[name], path, kind))
+
+    def elements(self, req: VideoRequest) -> None:
+        items = self.object_items("elements", 4)
+        if items is None:
+            return
+        for i, element in items:
+            self.required_media(element, ["elements", i], "frontal_image_url", "image")
             refs = element.get("reference_image_urls") or []
             if not isinstance(refs, list) or len(refs) > 3:
                 self.add(Issue(path=["elements", i, "reference_image_urls"],
@@ -413,29 +424,16 @@ class _Checker:
                     self.add(check_media_url(ref, ["elements", i, "reference_image_urls", j], "image"))
             if element.get("video_url") is not None:
                 self.add(check_media_url(element["video_url"], ["elements", i, "video_url"], "video"))
-            clean.append(element)
-        req.media["elements"] = clean
+        req.media["elements"] = [element for _, element in items]
 
     def keyframes(self, req: VideoRequest) -> None:
-        value = self.body["keyframes"]
-        if not isinstance(value, list):
-            self.add(Issue(path=["keyframes"], code="invalid_type", expected="array", message="Expected array"))
-            return
-        if len(value) > 10:
-            self.add(Issue(path=["keyframes"], code="too_big", extra={"maximum": 10, "type": "array"},
-                           message=f"keyframes has {len(value)} items, the limit is 10"))
+        items = self.object_items("keyframes", 10)
+        if items is None:
             return
         max_index = (req.duration_s or 0) * FRAMES_PER_SECOND
         seen: set[int] = set()
-        for i, frame in enumerate(value):
-            if not isinstance(frame, dict):
-                self.add(Issue(path=["keyframes", i], code="invalid_type", expected="object",
-                               message="Expected object"))
-                continue
-            if frame.get("image_url") is None:
-                self.add(Issue(path=["keyframes", i, "image_url"], message="Required"))
-            else:
-                self.add(check_media_url(frame["image_url"], ["keyframes", i, "image_url"], "image"))
+        for i, frame in items:
+            self.required_media(frame, ["keyframes", i], "image_url", "image")
             index = frame.get("frame_index")
             if isinstance(index, bool) or not isinstance(index, int) or index < 0:
                 self.add(Issue(path=["keyframes", i, "frame_index"], expected="integer >= 0",
@@ -449,7 +447,7 @@ class _Checker:
                 self.add(Issue(path=["keyframes", i, "frame_index"],
                                message=f"frame_index {index} is used twice; each must be unique"))
             seen.add(index)
-        req.media["keyframes"] = value
+        req.media["keyframes"] = [frame for _, frame in items]
 
     def requiredness(self, req: VideoRequest) -> None:
         """Inputs a model cannot work without (SPEC §2.2, §4, §6)."""
