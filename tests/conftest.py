@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -114,6 +115,7 @@ class LiveServer:
     proc: subprocess.Popen[str] | None = None
     api_key: str | None = None
     log: Path | None = None
+    _log_file: Any = None
 
     @property
     def base_url(self) -> str:
@@ -121,7 +123,7 @@ class LiveServer:
 
     def start(self) -> None:
         self.log = self.data_dir.parent / f"serve-{time.time_ns()}.log"
-        out = self.log.open("w")
+        out = self._log_file = self.log.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "vidgate", "serve", "--port", str(self.port), "--data-dir", str(self.data_dir),
              "--workers", str(self.workers)],
@@ -154,6 +156,8 @@ class LiveServer:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        finally:
+            self._log_file.close()
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=f"{self.base_url}/api/v1", timeout=30,

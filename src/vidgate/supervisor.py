@@ -45,7 +45,9 @@ class WorkerSupervisor:
     def _watch(self) -> None:
         while not self._stopping.wait(0.5):
             for i, proc in enumerate(self.processes):
-                if proc.poll() is not None and not self._stopping.is_set():
+                # Exit status 0 is a worker that was asked to stop (SIGTERM to the process group on
+                # shutdown); anything else (a crash, SIGKILL) gets a replacement.
+                if proc.poll() not in (None, 0) and not self._stopping.is_set():
                     log.warning("worker pid %d exited with %s; starting another", proc.pid, proc.returncode)
                     self.processes[i] = self._spawn()
 
