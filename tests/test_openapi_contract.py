@@ -13,9 +13,10 @@ from openapi_schema_validator import OAS30Validator
 
 from tests.conftest import Api, t2v_body
 
+# The project's shared/ folder beside the checkout when there is one, else the copy kept with the tests.
 OPENAPI_FILE = Path(__file__).resolve().parents[2] / "shared" / "venice-openapi-video.yaml"
-if not OPENAPI_FILE.exists():  # a checkout with shared/ inside it
-    OPENAPI_FILE = Path(__file__).resolve().parents[1] / "shared" / "venice-openapi-video.yaml"
+if not OPENAPI_FILE.exists():
+    OPENAPI_FILE = Path(__file__).resolve().parent / "contract" / "venice-openapi-video.yaml"
 
 
 @cache
