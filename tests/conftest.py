@@ -12,15 +12,17 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import Connection
 
-from vidgate.accounts.keys import create_api_key
-from vidgate.accounts.ledger import create_account, credit, usd_to_micros
+from vidgate.accounts.keys import authenticate_key, create_api_key
+from vidgate.accounts.ledger import balance_micros, create_account, credit, ledger_sum_micros, usd_to_micros
 from vidgate.api.app import create_app
 from vidgate.api.context import AppContext
 from vidgate.settings import Settings, load_settings
@@ -45,20 +47,29 @@ class Api:
     keys: list[str] = field(default_factory=list)
 
     async def new_key(self, balance_usd: float = 50.0) -> str:
-        async with self.ctx.db.write() as conn:
-            account_id = await create_account(conn, "test")
+        pepper = self.settings.resolved_secret_key
+
+        def make(conn: Connection) -> str:
+            account_id = create_account(conn, "test")
             if balance_usd:
-                await credit(conn, account_id, usd_to_micros(balance_usd), note="test")
-            _, key = await create_api_key(conn, account_id, self.settings.resolved_secret_key)
-        return key
+                credit(conn, account_id, usd_to_micros(balance_usd), note="test")
+            return create_api_key(conn, account_id, pepper)[1]
+
+        return await self.ctx.db.write(make)
 
     async def account_of(self, key: str) -> str:
-        from vidgate.accounts.keys import authenticate_key
+        owner = self.ctx.db.read_now(lambda conn: authenticate_key(conn, key, self.settings.resolved_secret_key))
+        assert owner
+        return owner.account_id
 
-        async with self.ctx.db.read() as conn:
-            account_id = await authenticate_key(conn, key, self.settings.resolved_secret_key)
-        assert account_id
-        return account_id
+    def balance_and_ledger(self, account_id: str) -> tuple[int, int]:
+        """The cached balance and the ledger's sum, which must always agree."""
+        return self.ctx.db.read_now(
+            lambda conn: (balance_micros(conn, account_id) or 0, ledger_sum_micros(conn, account_id))
+        )
+
+    def scalar(self, query: Any) -> Any:
+        return self.ctx.db.read_now(lambda conn: conn.execute(query).scalar_one())
 
     async def post(self, path: str, json: object, key: str | None = None, **kwargs: object) -> httpx.Response:
         headers = dict(kwargs.pop("headers", {}) or {})  # type: ignore[call-overload]
@@ -72,15 +83,23 @@ class Api:
         await asyncio.wait_for(worker.run(max_jobs=max_jobs), timeout)
 
 
-@pytest.fixture
-async def api(settings: Settings) -> AsyncIterator[Api]:
+@asynccontextmanager
+async def api_for(settings: Settings, base_url: str = "http://testserver") -> AsyncIterator[Api]:
+    """An app built from `settings`, its schema created, with a client on httpx's ASGI transport."""
     app = create_app(settings)
     ctx: AppContext = app.state.ctx
-    await ctx.db.create_schema()
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        yield Api(client, ctx, settings)
-    await ctx.db.dispose()
+    ctx.db.create_schema()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url) as client:
+            yield Api(client, ctx, settings)
+    finally:
+        ctx.db.dispose()
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[Api]:
+    async with api_for(settings) as api:
+        yield api
 
 
 def t2v_body(**overrides: object) -> dict[str, object]:

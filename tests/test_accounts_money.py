@@ -7,21 +7,16 @@ import base64
 import json
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import Api, t2v_body
-from vidgate.accounts.ledger import balance_micros, ledger_sum_micros
-from vidgate.api.app import create_app
+from tests.conftest import Api, api_for, t2v_body
 from vidgate.db import jobs, ledger
 from vidgate.settings import load_settings
 
 
 async def balance_and_ledger(api: Api, key: str) -> tuple[int, int]:
-    account_id = await api.account_of(key)
-    async with api.ctx.db.read() as conn:
-        return (await balance_micros(conn, account_id)) or 0, await ledger_sum_micros(conn, account_id)
+    return api.balance_and_ledger(await api.account_of(key))
 
 
 async def test_bad_key_is_401_authentication_failed(api: Api) -> None:
@@ -38,8 +33,7 @@ async def test_revoked_key_is_401(api: Api) -> None:
     key = await api.new_key()
     parts = split_key(key)
     assert parts
-    async with api.ctx.db.write() as conn:
-        assert await revoke_api_key(conn, parts[0])
+    assert await api.ctx.db.write(lambda conn: revoke_api_key(conn, parts[0]))
     assert (await api.post("/video/queue", t2v_body(), key)).status_code == 401
 
 
@@ -81,10 +75,8 @@ async def test_insufficient_balance_is_402_and_stores_nothing(api: Api) -> None:
     body = response.json()
     assert body["code"] == "INSUFFICIENT_BALANCE"
     assert body["error"].startswith("Insufficient USD or Diem balance")
-    async with api.ctx.db.read() as conn:
-        account_id = await api.account_of(key)
-        assert (await conn.execute(select(func.count()).select_from(jobs).where(
-            jobs.c.account_id == account_id))).scalar_one() == 0
+    account_id = await api.account_of(key)
+    assert api.scalar(select(func.count()).select_from(jobs).where(jobs.c.account_id == account_id)) == 0
     assert await balance_and_ledger(api, key) == (10_000, 10_000)
 
 
@@ -96,9 +88,9 @@ async def test_concurrent_queues_exceeding_the_balance_never_overdraw(api: Api) 
     assert codes.count(200) == 10 and codes.count(402) == 15
     balance, total = await balance_and_ledger(api, key)
     assert balance == total == 0
-    async with api.ctx.db.read() as conn:
-        charges = (await conn.execute(select(func.count()).select_from(ledger).where(
-            ledger.c.kind == "CHARGE", ledger.c.account_id == await api.account_of(key)))).scalar_one()
+    account_id = await api.account_of(key)
+    charges = api.scalar(select(func.count()).select_from(ledger).where(
+        ledger.c.kind == "CHARGE", ledger.c.account_id == account_id))
     assert charges == 10
 
 
@@ -126,10 +118,7 @@ async def test_failed_job_answers_500_and_is_refunded(api: Api, monkeypatch: pyt
 
 async def test_rate_limit_answers_429_with_headers(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path / "data", rate_limit_queue_per_min=3)
-    app = create_app(settings)
-    await app.state.ctx.db.create_schema()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-        api = Api(client, app.state.ctx, settings)
+    async with api_for(settings) as api:
         key = await api.new_key()
         seen = [await api.post("/video/queue", t2v_body(), key) for _ in range(4)]
         assert [r.status_code for r in seen] == [200, 200, 200, 429]
@@ -137,7 +126,6 @@ async def test_rate_limit_answers_429_with_headers(tmp_path: Path) -> None:
         assert seen[3].json() == {"error": "Rate limit exceeded"}
         assert seen[0].headers["x-ratelimit-limit-requests"] == "3"
         assert int(seen[0].headers["x-ratelimit-reset-requests"]) > 1_700_000_000_000  # unix ms
-    await app.state.ctx.db.dispose()
 
 
 async def test_every_response_carries_a_request_id(api: Api) -> None:

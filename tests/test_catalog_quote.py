@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.conftest import Api
-from vidgate.api.app import create_app
+from tests.conftest import Api, api_for
 from vidgate.settings import load_settings
 
 SHARED_CATALOG = Path(__file__).resolve().parents[2] / "shared" / "venice-video-models-2026-08-20.json"
@@ -54,8 +52,8 @@ async def test_operator_catalogue_adds_replaces_and_removes_models(tmp_path: Pat
     }
     (tmp_path / "catalog.json").write_text(json.dumps(override))
     settings = load_settings(data_dir=tmp_path / "d", catalog_file=tmp_path / "catalog.json")
-    app = create_app(settings)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+    async with api_for(settings) as api:
+        client = api.client
         data = {m["id"]: m for m in (await client.get("/api/v1/models?type=video")).json()["data"]}
         assert "sora-2-text-to-video" not in data
         assert data["wan-2-7-text-to-video"]["model_spec"]["constraints"]["durations"] == ["5s", "7s"]
@@ -116,7 +114,6 @@ async def test_quote_source_matched_duration_bills_reference_seconds(api: Api) -
 async def test_operator_price_file_overrides_defaults(tmp_path: Path) -> None:
     (tmp_path / "prices.json").write_text(json.dumps({"models": {"wan-2-7-*": {"fixed": 2.5}}}))
     settings = load_settings(data_dir=tmp_path / "d", price_file=tmp_path / "prices.json")
-    app = create_app(settings)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-        response = await client.post("/api/v1/video/quote", json={"model": "wan-2-7-text-to-video", "duration": "5s"})
+    async with api_for(settings) as api:
+        response = await api.post("/video/quote", {"model": "wan-2-7-text-to-video", "duration": "5s"})
         assert response.json() == {"quote": 2.5}

@@ -7,10 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
-
-from tests.conftest import LiveServer, t2v_body
-from vidgate.api.app import create_app
+from tests.conftest import LiveServer, api_for, t2v_body
 from vidgate.settings import load_settings
 
 
@@ -21,11 +18,8 @@ def vidgate(*args: str, data_dir: Path, check: bool = True) -> subprocess.Comple
 
 
 async def balance_header(data_dir: Path, key: str) -> str:
-    app = create_app(load_settings(data_dir=data_dir))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-        response = await client.post("/api/v1/video/retrieve", json={"model": "m", "queue_id": "q"},
-                                     headers={"Authorization": f"Bearer {key}"})
-    await app.state.ctx.db.dispose()
+    async with api_for(load_settings(data_dir=data_dir)) as api:
+        response = await api.post("/video/retrieve", {"model": "m", "queue_id": "q"}, key)
     if response.status_code == 401:
         return "401"
     return response.headers["x-venice-balance-usd"]

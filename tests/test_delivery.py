@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import av
 
-from tests.conftest import Api, t2v_body
+from tests.conftest import Api, api_for, t2v_body
+from vidgate.settings import load_settings
 from vidgate.storage.signing import DeliveryUrlSigner
 
 PRIVATE = t2v_body(model="grok-imagine-text-to-video-private", duration="2s", resolution="480p")
@@ -82,17 +84,8 @@ async def test_link_is_valid_for_24_hours() -> None:
     assert signer.verify(token, now=1_000_000 + 24 * 3600 - 1) == "job-1"
 
 
-async def test_public_base_url_setting_is_used_for_links(tmp_path: object) -> None:
-    import httpx
-
-    from vidgate.api.app import create_app
-    from vidgate.settings import load_settings
-
-    settings = load_settings(data_dir=tmp_path / "d", public_base_url="https://videos.example.org/")  # type: ignore[operator]
-    app = create_app(settings)
-    await app.state.ctx.db.create_schema()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://internal") as client:
-        api = Api(client, app.state.ctx, settings)
+async def test_public_base_url_setting_is_used_for_links(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "d", public_base_url="https://videos.example.org/")
+    async with api_for(settings, base_url="http://internal") as api:
         _, _, url = await private_job(api)
     assert url.startswith("https://videos.example.org/api/v1/video/download/")
-    await app.state.ctx.db.dispose()

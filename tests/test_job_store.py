@@ -7,7 +7,6 @@ import time
 import pytest
 
 from tests.conftest import Api, t2v_body
-from vidgate.accounts.ledger import balance_micros, ledger_sum_micros
 from vidgate.jobs.states import JobStatus, can_transition
 
 
@@ -56,8 +55,7 @@ async def test_failed_attempts_requeue_then_fail_and_refund_once(api: Api) -> No
     assert claim and claim.job.attempts == 3
     assert await store.fail_attempt(job_id, claim.token, "boom", max_attempts=3) is JobStatus.FAILED
     assert await store.fail_attempt(job_id, claim.token, "boom", max_attempts=3) is None
-    async with api.ctx.db.read() as conn:
-        assert await balance_micros(conn, account_id) == await ledger_sum_micros(conn, account_id) == 1_000_000
+    assert api.balance_and_ledger(account_id) == (1_000_000, 1_000_000)
 
 
 async def test_worker_lost_on_the_last_attempt_fails_the_job_and_refunds(api: Api) -> None:
@@ -71,8 +69,7 @@ async def test_worker_lost_on_the_last_attempt_fails_the_job_and_refunds(api: Ap
     assert job and job.status is JobStatus.FAILED
     retrieve = await api.post("/video/retrieve", {"model": job.model, "queue_id": job_id}, key)
     assert retrieve.status_code == 500
-    async with api.ctx.db.read() as conn:
-        assert await balance_micros(conn, await api.account_of(key)) == 1_000_000
+    assert api.balance_and_ledger(await api.account_of(key)) == (1_000_000, 1_000_000)
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,7 @@ PNG_DATA_URL = (
 
 
 async def job_count(api: Api) -> int:
-    async with api.ctx.db.read() as conn:
-        return (await conn.execute(select(func.count()).select_from(jobs))).scalar_one()
+    return api.scalar(select(func.count()).select_from(jobs))
 
 
 async def rejected(api: Api, body: dict[str, Any]) -> dict[str, Any]:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from vidgate.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from vidgate.db import Database
 
 app = typer.Typer(help="vidgate: a self-hostable, Venice-compatible video generation API server.",
                   no_args_is_help=True)
@@ -36,20 +40,17 @@ def _settings(data_dir: Path | None, **overrides: object) -> Settings:
     return load_settings(data_dir=data_dir, **overrides)
 
 
-def _run(settings: Settings, action: Callable[..., Awaitable[T]]) -> T:
+def _transaction(settings: Settings, action: Callable[[Connection], T]) -> T:
+    """Run `action` in one write transaction against the settings' database."""
     from vidgate.db import Database
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-
-    async def main() -> T:
-        db = Database(settings.resolved_database_url)
-        try:
-            await db.create_schema()
-            return await action(db)
-        finally:
-            await db.dispose()
-
-    return asyncio.run(main())
+    db = Database(settings.resolved_database_url)
+    try:
+        db.create_schema()
+        return db.write_now(action)
+    finally:
+        db.dispose()
 
 
 @app.command()
@@ -69,7 +70,7 @@ def serve(
 
     settings = _settings(data_dir, workers=workers)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    first_key = _run(settings, lambda db: ensure_first_account(db, settings))
+    first_key = _bootstrap(settings, ensure_first_account)
     if first_key is not None:
         console.print("[bold green]Created the first account.[/] Its API key (shown only once):")
         console.print(first_key, soft_wrap=True, highlight=False)
@@ -81,6 +82,17 @@ def serve(
         uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
     finally:
         supervisor.stop()
+
+
+def _bootstrap(settings: Settings, action: Callable[[Database, Settings], T]) -> T:
+    from vidgate.db import Database
+
+    db = Database(settings.resolved_database_url)
+    try:
+        db.create_schema()
+        return action(db, settings)
+    finally:
+        db.dispose()
 
 
 @app.command()
@@ -104,17 +116,18 @@ def keys_create(
 
     settings = _settings(data_dir)
 
-    async def action(db):  # type: ignore[no-untyped-def]
-        async with db.write() as conn:
-            account_id = await find_account(conn, account) if account else await create_account(conn, label)
-            if account_id is None:
-                raise typer.BadParameter(f"no account {account!r}", param_hint="--account")
-            if balance_usd:
-                await credit(conn, account_id, usd_to_micros(balance_usd), note="keys create --balance-usd")
-            key_id, key = await create_api_key(conn, account_id, settings.resolved_secret_key, label)
+    pepper = settings.resolved_secret_key
+
+    def action(conn: Connection) -> tuple[str, str, str]:
+        account_id = find_account(conn, account) if account else create_account(conn, label)
+        if account_id is None:
+            raise typer.BadParameter(f"no account {account!r}", param_hint="--account")
+        if balance_usd:
+            credit(conn, account_id, usd_to_micros(balance_usd), note="keys create --balance-usd")
+        key_id, key = create_api_key(conn, account_id, pepper, label)
         return account_id, key_id, key
 
-    account_id, key_id, key = _run(settings, action)
+    account_id, key_id, key = _transaction(settings, action)
     err_console.print(f"account {account_id}, key id {key_id}, balance ${balance_usd:.2f} added")
     print(key)
 
@@ -124,19 +137,16 @@ def keys_list(data_dir: DataDirOption = None) -> None:
     """List API keys (never the secrets) with their accounts and balances."""
     from sqlalchemy import select
 
-    from vidgate.accounts.keys import list_api_keys
+    from vidgate.accounts.keys import ApiKeyRecord, list_api_keys
     from vidgate.accounts.ledger import micros_to_usd
     from vidgate.db import accounts
 
     settings = _settings(data_dir)
 
-    async def action(db):  # type: ignore[no-untyped-def]
-        async with db.read() as conn:
-            keys = await list_api_keys(conn)
-            balances = {r.id: r.balance_micros for r in await conn.execute(select(accounts))}
-        return keys, balances
+    def action(conn: Connection) -> tuple[list[ApiKeyRecord], dict[str, int]]:
+        return list_api_keys(conn), {r.id: r.balance_micros for r in conn.execute(select(accounts))}
 
-    keys, balances = _run(settings, action)
+    keys, balances = _transaction(settings, action)
     table = Table("key id", "account", "balance (USD)", "label", "status")
     for k in keys:
         table.add_row(k.id, k.account_id, f"{micros_to_usd(balances.get(k.account_id, 0)):.6f}", k.label,
@@ -151,11 +161,7 @@ def keys_revoke(key_id: str, data_dir: DataDirOption = None) -> None:
 
     settings = _settings(data_dir)
 
-    async def action(db):  # type: ignore[no-untyped-def]
-        async with db.write() as conn:
-            return await revoke_api_key(conn, key_id)
-
-    if not _run(settings, action):
+    if not _transaction(settings, lambda conn: revoke_api_key(conn, key_id)):
         err_console.print(f"no active key with id {key_id}")
         raise typer.Exit(1)
     console.print(f"revoked key {key_id}")
@@ -173,15 +179,14 @@ def accounts_credit(
 
     settings = _settings(data_dir)
 
-    async def action(db):  # type: ignore[no-untyped-def]
-        async with db.write() as conn:
-            account_id = await find_account(conn, account)
-            if account_id is None:
-                return None, None
-            await credit(conn, account_id, usd_to_micros(usd), note=note)
-            return account_id, await balance_micros(conn, account_id)
+    def action(conn: Connection) -> tuple[str | None, int]:
+        account_id = find_account(conn, account)
+        if account_id is None:
+            return None, 0
+        credit(conn, account_id, usd_to_micros(usd), note=note)
+        return account_id, balance_micros(conn, account_id) or 0
 
-    account_id, balance = _run(settings, action)
+    account_id, balance = _transaction(settings, action)
     if account_id is None:
         err_console.print(f"no account {account!r}")
         raise typer.Exit(1)

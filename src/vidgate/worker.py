@@ -60,7 +60,7 @@ class Worker:
 
     async def run(self, *, max_jobs: int | None = None) -> None:
         """Work until stopped (or until `max_jobs` jobs were handled, for tests and benchmarks)."""
-        await self.db.create_schema()
+        self.db.create_schema()
         # A short socket name: Unix socket paths are limited to ~108 bytes.
         wake = WakeSocket(self.settings.wake_dir, f"w{os.getpid()}-{id(self) % 10_000}")
         handled = 0
@@ -78,7 +78,7 @@ class Worker:
                     break
         finally:
             wake.close()
-            await self.db.dispose()
+            self.db.dispose()
 
     async def _sleep_until_woken(self, wake: WakeSocket) -> None:
         loop = asyncio.get_running_loop()

@@ -8,12 +8,19 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, bindparam, insert, select, update
 
-from vidgate.db import api_keys
+from vidgate.db import accounts, api_keys
 
 KEY_PREFIX = "vg"
+_NO_HASH = "0" * 64
+
+# Prepared once: this lookup runs on every authenticated request.
+_KEY_WITH_BALANCE = (
+    select(api_keys.c.account_id, api_keys.c.secret_hash, api_keys.c.revoked_at, accounts.c.balance_micros)
+    .join(accounts, accounts.c.id == api_keys.c.account_id)
+    .where(api_keys.c.id == bindparam("key_id"))
+)
 
 
 @dataclass(frozen=True)
@@ -23,6 +30,14 @@ class ApiKeyRecord:
     label: str
     created_at: float
     revoked_at: float | None
+
+
+@dataclass(frozen=True)
+class KeyOwner:
+    """Whom a valid key belongs to, and that account's balance when the request arrived."""
+
+    account_id: str
+    balance_micros: int
 
 
 def hash_secret(secret: str, pepper: str) -> str:
@@ -37,11 +52,11 @@ def split_key(key: str) -> tuple[str, str] | None:
     return parts[1], parts[2]
 
 
-async def create_api_key(conn: AsyncConnection, account_id: str, pepper: str, label: str = "") -> tuple[str, str]:
+def create_api_key(conn: Connection, account_id: str, pepper: str, label: str = "") -> tuple[str, str]:
     """Store a new key for the account; returns (key id, the full key). The key is shown only here."""
     key_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32).replace("_", "").replace("-", "")
-    await conn.execute(
+    conn.execute(
         insert(api_keys).values(
             id=key_id, account_id=account_id, secret_hash=hash_secret(secret, pepper),
             label=label, created_at=time.time(), revoked_at=None,
@@ -50,35 +65,23 @@ async def create_api_key(conn: AsyncConnection, account_id: str, pepper: str, la
     return key_id, f"{KEY_PREFIX}_{key_id}_{secret}"
 
 
-async def authenticate_key(conn: AsyncConnection, key: str, pepper: str) -> str | None:
-    """The account id for a valid, unrevoked key, else None."""
-    parts = split_key(key)
-    if parts is None:
-        # Still hash something so a malformed key costs the same as a wrong one.
-        hmac.compare_digest(hash_secret(key, pepper), "0" * 64)
-        return None
-    key_id, secret = parts
-    row = (
-        await conn.execute(
-            select(api_keys.c.account_id, api_keys.c.secret_hash, api_keys.c.revoked_at).where(
-                api_keys.c.id == key_id
-            )
-        )
-    ).first()
-    expected = row.secret_hash if row is not None else "0" * 64
-    ok = hmac.compare_digest(hash_secret(secret, pepper), expected)
+def authenticate_key(conn: Connection, key: str, pepper: str) -> KeyOwner | None:
+    """The owner of a valid, unrevoked key, else None. Wrong and unknown keys cost the same work."""
+    key_id, secret = split_key(key) or ("", key)
+    row = conn.execute(_KEY_WITH_BALANCE, {"key_id": key_id}).first() if key_id else None
+    ok = hmac.compare_digest(hash_secret(secret, pepper), row.secret_hash if row is not None else _NO_HASH)
     if row is None or not ok or row.revoked_at is not None:
         return None
-    return row.account_id
+    return KeyOwner(row.account_id, row.balance_micros)
 
 
-async def list_api_keys(conn: AsyncConnection) -> list[ApiKeyRecord]:
-    rows = await conn.execute(select(api_keys).order_by(api_keys.c.created_at))
+def list_api_keys(conn: Connection) -> list[ApiKeyRecord]:
+    rows = conn.execute(select(api_keys).order_by(api_keys.c.created_at))
     return [ApiKeyRecord(r.id, r.account_id, r.label, r.created_at, r.revoked_at) for r in rows]
 
 
-async def revoke_api_key(conn: AsyncConnection, key_id: str) -> bool:
-    result = await conn.execute(
+def revoke_api_key(conn: Connection, key_id: str) -> bool:
+    result = conn.execute(
         update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None)).values(
             revoked_at=time.time()
         )

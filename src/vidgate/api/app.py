@@ -25,9 +25,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await ctx.db.create_schema()
+        ctx.db.create_schema()
         yield
-        await ctx.db.dispose()
+        ctx.db.dispose()
 
     app = FastAPI(title="vidgate", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.ctx = ctx

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from starlette.requests import Request
 
 from vidgate.accounts.keys import authenticate_key
-from vidgate.accounts.ledger import balance_micros, micros_to_usd
+from vidgate.accounts.ledger import micros_to_usd
 from vidgate.accounts.x402 import discovery_body, payment_required_header
 from vidgate.api.context import AppContext
 from vidgate.api.http import add_headers
@@ -52,19 +53,13 @@ async def authenticate(ctx: AppContext, request: Request, bucket: str) -> Princi
     scheme, _, key = authorization.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise AuthenticationFailed()
-    async with ctx.db.read() as conn:
-        account_id = await authenticate_key(conn, key.strip(), ctx.settings.resolved_secret_key)
-        balance = await balance_micros(conn, account_id) if account_id else None
-    if account_id is None or balance is None:
+    pepper = ctx.settings.resolved_secret_key
+    owner = await ctx.db.read(lambda conn: authenticate_key(conn, key.strip(), pepper))
+    if owner is None:
         raise AuthenticationFailed()
-    decision = ctx.limiter.hit(account_id, bucket)
-    add_headers(request, {"x-venice-balance-usd": f"{micros_to_usd(balance):.6f}", **decision.headers()})
+    decision = ctx.limiter.hit(owner.account_id, bucket)
+    add_headers(request, {"x-venice-balance-usd": f"{micros_to_usd(owner.balance_micros):.6f}",
+                          **decision.headers()})
     if not decision.allowed:
-        raise RateLimited(headers={"Retry-After": str(max(1, decision.reset_ms // 1000 - int(_now())))})
-    return Principal(account_id, balance)
-
-
-def _now() -> float:
-    import time
-
-    return time.time()
+        raise RateLimited(headers={"Retry-After": str(max(1, decision.reset_ms // 1000 - int(time.time())))})
+    return Principal(owner.account_id, owner.balance_micros)

@@ -73,14 +73,14 @@ async def queue_video(request: Request) -> JSONResponse:
     req = validate_queue(body, spec)
     ensure_renderable(spec, req)
     price = quote(req, spec, ctx.prices)
-    job = await ctx.store.create_paid_job(
+    queue_id = await ctx.store.create_paid_job(
         account_id=principal.account_id, model=spec.id, request=req.to_json(), engine=spec.engine,
         price_micros=price.micros, private=spec.is_private,
     )
     notify_workers(ctx.settings.wake_dir)
-    response: dict[str, Any] = {"model": spec.id, "queue_id": job.id}
+    response: dict[str, Any] = {"model": spec.id, "queue_id": queue_id}
     if spec.is_private:
-        response["download_url"] = download_url(ctx, request, job.id)
+        response["download_url"] = download_url(ctx, request, queue_id)
     return JSONResponse(response)
 
 

@@ -14,9 +14,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from vidgate.accounts.ledger import charge_for_job, refund_job
 from vidgate.db import Database, jobs
@@ -63,57 +62,65 @@ class Claim:
     token: str
 
 
+_GET = select(jobs).where(jobs.c.id == bindparam("job_id"))
+_INSERT = insert(jobs)
+_CLAIMABLE = (
+    select(jobs.c.id, jobs.c.status, jobs.c.started_at)
+    .where(
+        or_(
+            jobs.c.status == JobStatus.QUEUED.value,
+            and_(jobs.c.status == JobStatus.PROCESSING.value, jobs.c.lease_expires_at < bindparam("now")),
+        )
+    )
+    .order_by(jobs.c.created_at)
+    .limit(1)
+)
+_HELD = and_(jobs.c.id == bindparam("job_id"), jobs.c.lease_token == bindparam("token"),
+             jobs.c.status == JobStatus.PROCESSING.value)
+_HEARTBEAT = update(jobs).where(_HELD).values(lease_expires_at=bindparam("expires"), progress=bindparam("progress"))
+
+
 class JobStore:
+    """Async facade over the job table; each method is one read or one write transaction."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
 
     async def create_paid_job(
         self, *, account_id: str, model: str, request: dict[str, Any], engine: str, price_micros: int,
         private: bool,
-    ) -> Job:
+    ) -> str:
         """Charge the account and store the job, in one transaction: no unpaid job, no jobless charge."""
         job_id = str(uuid.uuid4())
-        now = time.time()
-        async with self.db.write() as conn:
-            await charge_for_job(conn, account_id, job_id, price_micros)
-            await conn.execute(
-                jobs.insert().values(
-                    id=job_id, account_id=account_id, model=model, status=JobStatus.QUEUED.value,
-                    request_json=json.dumps(request), engine=engine, price_micros=price_micros, private=private,
-                    created_at=now, attempts=0, progress=0.0, media_deleted=False, download_revoked=False,
-                )
-            )
-            row = (await conn.execute(select(jobs).where(jobs.c.id == job_id))).one()
-        return Job.from_row(row)
+        values = {
+            "id": job_id, "account_id": account_id, "model": model, "status": JobStatus.QUEUED.value,
+            "request_json": json.dumps(request), "engine": engine, "price_micros": price_micros, "private": private,
+            "created_at": time.time(), "attempts": 0, "progress": 0.0, "media_deleted": False,
+            "download_revoked": False,
+        }
+
+        def create(conn: Connection) -> None:
+            charge_for_job(conn, account_id, job_id, price_micros)
+            conn.execute(_INSERT, values)
+
+        await self.db.write(create)
+        return job_id
 
     async def get(self, job_id: str) -> Job | None:
-        async with self.db.read() as conn:
-            row = (await conn.execute(select(jobs).where(jobs.c.id == job_id))).first()
+        row = await self.db.read(lambda conn: conn.execute(_GET, {"job_id": job_id}).first())
         return Job.from_row(row) if row else None
 
     async def claim_next(self, owner: str, lease_seconds: float, max_attempts: int) -> Claim | None:
         """Take the oldest queued job, or one whose worker's lease ran out, and lease it to `owner`."""
-        now = time.time()
-        token = uuid.uuid4().hex
-        async with self.db.write() as conn:
-            await self._fail_exhausted(conn, now, max_attempts)
-            query = (
-                select(jobs.c.id, jobs.c.status, jobs.c.started_at)
-                .where(
-                    or_(
-                        jobs.c.status == JobStatus.QUEUED.value,
-                        and_(jobs.c.status == JobStatus.PROCESSING.value, jobs.c.lease_expires_at < now),
-                    )
-                )
-                .order_by(jobs.c.created_at)
-                .limit(1)
-            )
-            if not self.db.is_sqlite:
-                query = query.with_for_update(skip_locked=True)
-            candidate = (await conn.execute(query)).first()
+
+        def claim(conn: Connection) -> Claim | None:
+            now = time.time()
+            _fail_exhausted(conn, now, max_attempts)
+            candidate = conn.execute(_CLAIMABLE, {"now": now}).first()
             if candidate is None:
                 return None
-            await conn.execute(
+            token = uuid.uuid4().hex
+            conn.execute(
                 update(jobs)
                 .where(jobs.c.id == candidate.id, jobs.c.status == candidate.status)
                 .values(
@@ -122,114 +129,102 @@ class JobStore:
                     started_at=candidate.started_at or now, progress=0.0,
                 )
             )
-            row = (await conn.execute(select(jobs).where(jobs.c.id == candidate.id))).one()
-        return Claim(Job.from_row(row), token)
+            return Claim(Job.from_row(conn.execute(_GET, {"job_id": candidate.id}).one()), token)
 
-    async def _fail_exhausted(self, conn: AsyncConnection, now: float, max_attempts: int) -> None:
-        """Jobs whose worker died on their last allowed attempt fail now, and are refunded."""
-        rows = (
-            await conn.execute(
-                select(jobs.c.id).where(
-                    jobs.c.status == JobStatus.PROCESSING.value,
-                    jobs.c.lease_expires_at < now,
-                    jobs.c.attempts >= max_attempts,
-                )
-            )
-        ).all()
-        for row in rows:
-            await self._fail_and_refund(conn, row.id, None, "worker lost (lease expired) on the last attempt")
+        return await self.db.write(claim)
 
     async def heartbeat(self, job_id: str, token: str, lease_seconds: float, progress: float) -> bool:
         """Extend the lease and record progress; False means the lease was lost and the render must stop."""
-        async with self.db.write() as conn:
-            result = await conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.lease_token == token,
-                       jobs.c.status == JobStatus.PROCESSING.value)
-                .values(lease_expires_at=time.time() + lease_seconds, progress=progress)
-            )
-        return result.rowcount == 1
+        params = {"job_id": job_id, "token": token, "expires": time.time() + lease_seconds, "progress": progress}
+        return await self.db.write(lambda conn: conn.execute(_HEARTBEAT, params).rowcount == 1)
 
     async def complete(self, job_id: str, token: str, media_key: str) -> bool:
-        now = time.time()
-        async with self.db.write() as conn:
-            row = (
-                await conn.execute(select(jobs.c.created_at).where(jobs.c.id == job_id))
-            ).first()
+        def complete(conn: Connection) -> bool:
+            row = conn.execute(select(jobs.c.created_at).where(jobs.c.id == job_id)).first()
             if row is None:
                 return False
-            result = await conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.lease_token == token,
-                       jobs.c.status == JobStatus.PROCESSING.value)
-                .values(
+            now = time.time()
+            result = conn.execute(
+                update(jobs).where(_HELD).values(
                     status=JobStatus.COMPLETED.value, finished_at=now, media_key=media_key, progress=1.0,
                     execution_ms=int((now - row.created_at) * 1000), lease_token=None, lease_expires_at=None,
-                )
+                ),
+                {"job_id": job_id, "token": token},
             )
-        return result.rowcount == 1
+            return result.rowcount == 1
+
+        return await self.db.write(complete)
 
     async def fail_attempt(self, job_id: str, token: str, error: str, *, max_attempts: int,
                            retryable: bool = True) -> JobStatus | None:
         """Record a failed attempt: back to the queue while attempts remain, else FAILED and refunded."""
-        async with self.db.write() as conn:
-            row = (
-                await conn.execute(
-                    select(jobs.c.attempts).where(
-                        jobs.c.id == job_id, jobs.c.lease_token == token,
-                        jobs.c.status == JobStatus.PROCESSING.value,
-                    )
-                )
-            ).first()
+
+        def fail(conn: Connection) -> JobStatus | None:
+            held = {"job_id": job_id, "token": token}
+            row = conn.execute(select(jobs.c.attempts).where(_HELD), held).first()
             if row is None:
                 return None  # the lease is gone; whoever holds the job now decides
             if retryable and row.attempts < max_attempts:
-                await conn.execute(
-                    update(jobs).where(jobs.c.id == job_id, jobs.c.lease_token == token).values(
-                        status=JobStatus.QUEUED.value, lease_token=None, lease_owner=None,
-                        lease_expires_at=None, error=error,
-                    )
+                conn.execute(
+                    update(jobs).where(_HELD).values(
+                        status=JobStatus.QUEUED.value, lease_token=None, lease_owner=None, lease_expires_at=None,
+                        error=error,
+                    ),
+                    held,
                 )
                 return JobStatus.QUEUED
-            await self._fail_and_refund(conn, job_id, token, error)
+            _fail_and_refund(conn, job_id, token, error)
             return JobStatus.FAILED
 
-    async def _fail_and_refund(self, conn: AsyncConnection, job_id: str, token: str | None, error: str) -> None:
-        conditions = [jobs.c.id == job_id, jobs.c.status.in_([JobStatus.QUEUED.value, JobStatus.PROCESSING.value])]
-        if token is not None:
-            conditions.append(jobs.c.lease_token == token)
-        row = (
-            await conn.execute(select(jobs.c.account_id, jobs.c.price_micros).where(*conditions))
-        ).first()
-        if row is None:
-            return
-        await conn.execute(
-            update(jobs).where(*conditions).values(
-                status=JobStatus.FAILED.value, finished_at=time.time(), error=error, lease_token=None,
-                lease_expires_at=None,
-            )
-        )
-        if row.price_micros:
-            await refund_job(conn, row.account_id, job_id, row.price_micros, note=f"refund: {error}"[:500])
+        return await self.db.write(fail)
 
     async def mark_media_deleted(self, job_id: str) -> None:
-        async with self.db.write() as conn:
-            await conn.execute(update(jobs).where(jobs.c.id == job_id).values(media_deleted=True))
+        await self.db.write(lambda conn: conn.execute(
+            update(jobs).where(jobs.c.id == job_id).values(media_deleted=True)))
 
     async def revoke_download(self, job_id: str) -> None:
-        async with self.db.write() as conn:
-            await conn.execute(update(jobs).where(jobs.c.id == job_id).values(download_revoked=True))
+        await self.db.write(lambda conn: conn.execute(
+            update(jobs).where(jobs.c.id == job_id).values(download_revoked=True)))
 
     async def recent_execution_ms(self, model: str, limit: int = 200) -> list[int]:
-        async with self.db.read() as conn:
-            rows = await conn.execute(
-                select(jobs.c.execution_ms)
-                .where(jobs.c.model == model, jobs.c.status == JobStatus.COMPLETED.value,
-                       jobs.c.execution_ms.is_not(None))
-                .order_by(jobs.c.finished_at.desc())
-                .limit(limit)
-            )
-            return [r.execution_ms for r in rows]
+        query = (
+            select(jobs.c.execution_ms)
+            .where(jobs.c.model == model, jobs.c.status == JobStatus.COMPLETED.value,
+                   jobs.c.execution_ms.is_not(None))
+            .order_by(jobs.c.finished_at.desc())
+            .limit(limit)
+        )
+        return await self.db.read(lambda conn: [r.execution_ms for r in conn.execute(query)])
+
+
+def _fail_exhausted(conn: Connection, now: float, max_attempts: int) -> None:
+    """Jobs whose worker died on their last allowed attempt fail now, and are refunded."""
+    rows = conn.execute(
+        select(jobs.c.id).where(
+            jobs.c.status == JobStatus.PROCESSING.value,
+            jobs.c.lease_expires_at < now,
+            jobs.c.attempts >= max_attempts,
+        )
+    ).all()
+    for row in rows:
+        _fail_and_refund(conn, row.id, None, "worker lost (lease expired) on the last attempt")
+
+
+def _fail_and_refund(conn: Connection, job_id: str, token: str | None, error: str) -> None:
+    conditions = [jobs.c.id == job_id, jobs.c.status.in_([JobStatus.QUEUED.value, JobStatus.PROCESSING.value])]
+    if token is not None:
+        conditions.append(jobs.c.lease_token == token)
+    row = conn.execute(select(jobs.c.account_id, jobs.c.price_micros).where(*conditions)).first()
+    if row is None:
+        return
+    conn.execute(
+        update(jobs).where(*conditions).values(
+            status=JobStatus.FAILED.value, finished_at=time.time(), error=error, lease_token=None,
+            lease_expires_at=None,
+        )
+    )
+    if row.price_micros:
+        refund_job(conn, row.account_id, job_id, row.price_micros, note=f"refund: {error}"[:500])
 
 
 def p80(values: list[int]) -> int | None:
