@@ -10,13 +10,13 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
-from vidgate.db import accounts, api_keys
+from vidgate.db import PreparedQuery, accounts, api_keys
 
 KEY_PREFIX = "vg"
 _NO_HASH = "0" * 64
 
 # Prepared once: this lookup runs on every authenticated request.
-_KEY_WITH_BALANCE = (
+_KEY_WITH_BALANCE = PreparedQuery(
     select(api_keys.c.account_id, api_keys.c.secret_hash, api_keys.c.revoked_at, accounts.c.balance_micros)
     .join(accounts, accounts.c.id == api_keys.c.account_id)
     .where(api_keys.c.id == bindparam("key_id"))
@@ -68,11 +68,11 @@ def create_api_key(conn: Connection, account_id: str, pepper: str, label: str = 
 def authenticate_key(conn: Connection, key: str, pepper: str) -> KeyOwner | None:
     """The owner of a valid, unrevoked key, else None. Wrong and unknown keys cost the same work."""
     key_id, secret = split_key(key) or ("", key)
-    row = conn.execute(_KEY_WITH_BALANCE, {"key_id": key_id}).first() if key_id else None
-    ok = hmac.compare_digest(hash_secret(secret, pepper), row.secret_hash if row is not None else _NO_HASH)
-    if row is None or not ok or row.revoked_at is not None:
+    row = _KEY_WITH_BALANCE.first(conn, {"key_id": key_id}) if key_id else None
+    ok = hmac.compare_digest(hash_secret(secret, pepper), row["secret_hash"] if row is not None else _NO_HASH)
+    if row is None or not ok or row["revoked_at"] is not None:
         return None
-    return KeyOwner(row.account_id, row.balance_micros)
+    return KeyOwner(row["account_id"], row["balance_micros"])
 
 
 def list_api_keys(conn: Connection) -> list[ApiKeyRecord]:

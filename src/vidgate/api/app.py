@@ -55,7 +55,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def healthz() -> JSONResponse:
         return JSONResponse({"ok": True})
 
-    for router in (video.router, delivery.router, models.router):
-        app.include_router(router, prefix="/api/v1")
+    # The API's routes are plain Starlette routes, first in the app's route list: they parse their own
+    # bodies (Venice's error shapes), and retrieve is polled constantly, so FastAPI's per-request
+    # dependency solving and nested-router matching are cost without benefit there (bench/RESULTS.md).
+    app.router.routes[:0] = [*video.routes, *delivery.routes, *models.routes]
     app.add_middleware(ResponseHeadersMiddleware)
     return app

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
 from starlette.requests import Request
+from starlette.routing import Route
 
-from vidgate.api.http import JSONResponse, VideoFileResponse
+from vidgate.api.http import API_PREFIX, JSONResponse, VideoFileResponse
 from vidgate.api.video import ctx_of, delete_media, not_ready
 from vidgate.errors import Forbidden, Gone
 from vidgate.jobs.states import JobStatus
 from vidgate.jobs.store import Job
 from vidgate.storage.signing import ExpiredToken, InvalidToken
-
-router = APIRouter()
 
 EXPIRED = "This download link has expired."
 REVOKED = "This download link has been revoked or the video was removed."
@@ -34,10 +32,9 @@ async def linked_job(request: Request, token: str) -> Job:
     return job
 
 
-@router.get("/video/download/{token}")
-async def download(request: Request, token: str) -> VideoFileResponse:
+async def download(request: Request) -> VideoFileResponse:
     ctx = ctx_of(request)
-    job = await linked_job(request, token)
+    job = await linked_job(request, request.path_params["token"])
     if job.status is JobStatus.FAILED:
         raise Gone("The video generation failed; nothing to download.")
     if job.status is not JobStatus.COMPLETED:
@@ -48,11 +45,16 @@ async def download(request: Request, token: str) -> VideoFileResponse:
     return VideoFileResponse(path, job.id)
 
 
-@router.delete("/video/download/{token}")
-async def revoke(request: Request, token: str) -> JSONResponse:
+async def revoke(request: Request) -> JSONResponse:
     """Revoke the link and, for privacy, delete the video it points to."""
     ctx = ctx_of(request)
-    job = await linked_job(request, token)
+    job = await linked_job(request, request.path_params["token"])
     await ctx.store.revoke_download(job.id)
     await delete_media(ctx, job)
     return JSONResponse({"success": True})
+
+
+routes = [
+    Route(f"{API_PREFIX}/video/download/{{token}}", download, methods=["GET"]),
+    Route(f"{API_PREFIX}/video/download/{{token}}", revoke, methods=["DELETE"]),
+]

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from vidgate.errors import BadRequest, PayloadTooLarge, VidgateError, invalid
 
 API_VERSION = "vidgate-0.1.0"
+API_PREFIX = "/api/v1"
 
 
 class JSONResponse(Response):

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
 from starlette.requests import Request
+from starlette.routing import Route
 
-from vidgate.api.http import JSONResponse
+from vidgate.api.http import API_PREFIX, JSONResponse
 from vidgate.api.video import ctx_of
 from vidgate.catalog.validation import expected_list
 from vidgate.errors import invalid
 
-router = APIRouter()
-
 MODEL_TYPES = ("asr", "embedding", "image", "music", "text", "tts", "upscale", "inpaint", "video", "all", "code")
 
 
-@router.get("/models")
 async def list_models(request: Request) -> JSONResponse:
     ctx = ctx_of(request)
     model_type = request.query_params.get("type")
@@ -25,3 +22,6 @@ async def list_models(request: Request) -> JSONResponse:
     # This server only has video models: "video" and "all" (and no filter) list them, other types are empty.
     data = ctx.catalog.public_list() if model_type in (None, "video", "all") else []
     return JSONResponse({"object": "list", "type": model_type or "all", "data": data})
+
+
+routes = [Route(f"{API_PREFIX}/models", list_models, methods=["GET"])]

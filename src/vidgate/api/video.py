@@ -5,14 +5,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from vidgate.api.auth import authenticate
 from vidgate.api.context import AppContext
 from vidgate.api.http import (
+    API_PREFIX,
     JSONResponse,
     VideoFileResponse,
     add_headers,
@@ -28,8 +29,6 @@ from vidgate.errors import InferenceFailed, NotFound, invalid, media_not_found
 from vidgate.jobs.states import JobStatus, wire_status
 from vidgate.jobs.store import Job
 from vidgate.jobs.wakeup import notify_workers
-
-router = APIRouter()
 
 
 def ctx_of(request: Request) -> AppContext:
@@ -55,7 +54,6 @@ def download_url(ctx: AppContext, request: Request, queue_id: str) -> str:
     return f"{base}/api/v1/video/download/{ctx.signer.token(queue_id)}"
 
 
-@router.post("/video/quote")
 async def quote_video(request: Request) -> JSONResponse:
     ctx = ctx_of(request)
     body = await read_json_object(request, ctx.settings.max_body_bytes)
@@ -64,7 +62,6 @@ async def quote_video(request: Request) -> JSONResponse:
     return JSONResponse({"quote": quote(req, spec, ctx.prices).as_float()})
 
 
-@router.post("/video/queue")
 async def queue_video(request: Request) -> JSONResponse:
     ctx = ctx_of(request)
     principal = await authenticate(ctx, request, "queue")
@@ -100,7 +97,6 @@ async def owned_job(request: Request, bucket: str) -> tuple[AppContext, Job, dic
     return ctx, job, body
 
 
-@router.post("/video/retrieve")
 async def retrieve_video(request: Request) -> Response:
     ctx, job, body = await owned_job(request, "retrieve")
     delete_after = body.get("delete_media_on_completion", False)
@@ -130,7 +126,6 @@ async def retrieve_video(request: Request) -> Response:
     return VideoFileResponse(path, job.id, background=task)
 
 
-@router.post("/video/complete")
 async def complete_video(request: Request) -> JSONResponse:
     ctx, job, _ = await owned_job(request, "retrieve")
     if job.status in (JobStatus.QUEUED, JobStatus.PROCESSING):
@@ -148,3 +143,11 @@ async def delete_media(ctx: AppContext, job: Job) -> None:
 
 def not_ready() -> NotFound:
     return NotFound("The video is not ready yet; poll /api/v1/video/retrieve until it is COMPLETED.")
+
+
+routes = [
+    Route(f"{API_PREFIX}/video/retrieve", retrieve_video, methods=["POST"]),
+    Route(f"{API_PREFIX}/video/queue", queue_video, methods=["POST"]),
+    Route(f"{API_PREFIX}/video/quote", quote_video, methods=["POST"]),
+    Route(f"{API_PREFIX}/video/complete", complete_video, methods=["POST"]),
+]

@@ -12,13 +12,14 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 from sqlalchemy.engine import Row
 
 from vidgate.accounts.ledger import charge_for_job, refund_job
-from vidgate.db import Database, jobs
+from vidgate.db import Database, PreparedQuery, jobs
 from vidgate.jobs.states import JobStatus
 
 
@@ -28,7 +29,7 @@ class Job:
     account_id: str
     model: str
     status: JobStatus
-    request: dict[str, Any]
+    request_json: str
     engine: str
     price_micros: int
     private: bool
@@ -47,11 +48,17 @@ class Job:
     download_revoked: bool
 
     @classmethod
-    def from_row(cls, row: Row[Any]) -> Job:
-        data = dict(row._mapping)
+    def from_row(cls, row: Row[Any] | dict[str, Any]) -> Job:
+        data = dict(row) if isinstance(row, dict) else dict(row._mapping)
         data["status"] = JobStatus(data["status"])
-        data["request"] = json.loads(data.pop("request_json"))
+        for flag in ("private", "media_deleted", "download_revoked"):
+            data[flag] = bool(data[flag])
         return cls(**data)
+
+    @cached_property
+    def request(self) -> dict[str, Any]:
+        """The validated request, parsed when first needed (polling never needs it)."""
+        return json.loads(self.request_json)
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,7 @@ class Claim:
 
 
 _GET = select(jobs).where(jobs.c.id == bindparam("job_id"))
+_GET_FAST = PreparedQuery(_GET)  # every retrieve poll runs it
 _INSERT = insert(jobs)
 _CLAIMABLE = (
     select(jobs.c.id, jobs.c.status, jobs.c.started_at)
@@ -107,7 +115,7 @@ class JobStore:
         return job_id
 
     async def get(self, job_id: str) -> Job | None:
-        row = await self.db.read(lambda conn: conn.execute(_GET, {"job_id": job_id}).first())
+        row = await self.db.read(lambda conn: _GET_FAST.first(conn, {"job_id": job_id}))
         return Job.from_row(row) if row else None
 
     async def claim_next(self, owner: str, lease_seconds: float, max_attempts: int) -> Claim | None:
