@@ -138,7 +138,7 @@ def keys_list(data_dir: DataDirOption = None) -> None:
     from sqlalchemy import select
 
     from vidgate.accounts.keys import ApiKeyRecord, list_api_keys
-    from vidgate.accounts.ledger import micros_to_usd
+    from vidgate.accounts.ledger import format_usd
     from vidgate.db import accounts
 
     settings = _settings(data_dir)
@@ -149,7 +149,7 @@ def keys_list(data_dir: DataDirOption = None) -> None:
     keys, balances = _transaction(settings, action)
     table = Table("key id", "account", "balance (USD)", "label", "status")
     for k in keys:
-        table.add_row(k.id, k.account_id, f"{micros_to_usd(balances.get(k.account_id, 0)):.6f}", k.label,
+        table.add_row(k.id, k.account_id, format_usd(balances.get(k.account_id, 0)), k.label,
                       "revoked" if k.revoked_at else "active")
     console.print(table)
 
@@ -175,7 +175,7 @@ def accounts_credit(
     note: Annotated[str, typer.Option(help="Ledger note")] = "admin credit",
 ) -> None:
     """Add funds to an account (an entry in its ledger)."""
-    from vidgate.accounts.ledger import balance_micros, credit, find_account, micros_to_usd, usd_to_micros
+    from vidgate.accounts.ledger import balance_micros, credit, find_account, format_usd, usd_to_micros
 
     settings = _settings(data_dir)
 
@@ -190,7 +190,7 @@ def accounts_credit(
     if account_id is None:
         err_console.print(f"no account {account!r}")
         raise typer.Exit(1)
-    console.print(f"{account_id}: balance ${micros_to_usd(balance):.6f}")
+    console.print(f"{account_id}: balance ${format_usd(balance)}")
 
 
 def main() -> None:

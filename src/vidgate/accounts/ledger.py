@@ -35,8 +35,11 @@ def usd_to_micros(usd: float | Decimal | str) -> int:
     return int((Decimal(str(usd)) * MICROS).to_integral_value())
 
 
-def micros_to_usd(micros: int) -> float:
-    return float(Decimal(micros) / MICROS)
+def format_usd(micros: int) -> str:
+    """"12.340000": exact, since the ledger counts whole micro-dollars."""
+    sign = "-" if micros < 0 else ""
+    whole, frac = divmod(abs(micros), 1_000_000)
+    return f"{sign}{whole}.{frac:06d}"
 
 
 def create_account(conn: Connection, label: str = "", wallet_address: str | None = None) -> str:

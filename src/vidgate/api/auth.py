@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from vidgate.accounts.keys import authenticate_key
-from vidgate.accounts.ledger import micros_to_usd
+from vidgate.accounts.ledger import format_usd
 from vidgate.accounts.x402 import discovery_body, payment_required_header
 from vidgate.api.context import AppContext
 from vidgate.api.http import add_headers
 from vidgate.errors import AuthenticationFailed, BadRequest, PaymentRequired, RateLimited
 
-PAYMENT_HEADERS = ("payment-signature", "x-payment", "x-402-payment")
-SIWX_HEADERS = ("sign-in-with-x", "x-sign-in-with-x")
+PAYMENT_HEADERS = frozenset({b"payment-signature", b"x-payment", b"x-402-payment"})
+SIWX_HEADERS = frozenset({b"sign-in-with-x", b"x-sign-in-with-x"})
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,12 @@ class PaymentHeaderNotAccepted(BadRequest):
 async def authenticate(ctx: AppContext, request: Request, bucket: str) -> Principal:
     """Resolve the caller, apply its rate limit, and set the balance and rate-limit headers."""
     headers = request.headers
-    if any(h in headers for h in PAYMENT_HEADERS):
+    names = {name for name, _ in request.scope["headers"]}  # ASGI header names are lower-case bytes
+    if not names.isdisjoint(PAYMENT_HEADERS):
         raise PaymentHeaderNotAccepted(
             "Payment headers are only accepted on POST /api/v1/x402/top-up; sign in with SIGN-IN-WITH-X instead."
         )
-    if any(h in headers for h in SIWX_HEADERS):
+    if not names.isdisjoint(SIWX_HEADERS):
         # Wallet sign-in arrives with the x402 work; until then say so plainly rather than pretend.
         raise AuthenticationFailed("Sign-In-With-X wallet authentication is not enabled on this server yet")
     authorization = headers.get("authorization")
@@ -58,7 +59,7 @@ async def authenticate(ctx: AppContext, request: Request, bucket: str) -> Princi
     if owner is None:
         raise AuthenticationFailed()
     decision = ctx.limiter.hit(owner.account_id, bucket)
-    add_headers(request, {"x-venice-balance-usd": f"{micros_to_usd(owner.balance_micros):.6f}",
+    add_headers(request, {"x-venice-balance-usd": format_usd(owner.balance_micros),
                           **decision.headers()})
     if not decision.allowed:
         raise RateLimited(headers={"Retry-After": str(max(1, decision.reset_ms // 1000 - int(time.time())))})

@@ -72,15 +72,19 @@ async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if content_type != "application/json" and not content_type.endswith("+json"):
         raise BadRequest("'Content-Type' must be 'application/json'")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge("Request body exceeds the maximum allowed size.")
-        chunks.append(chunk)
+    if declared is not None and declared.isdigit():
+        raw = await request.body()  # the size is known and within the limit
+    else:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLarge("Request body exceeds the maximum allowed size.")
+            chunks.append(chunk)
+        raw = b"".join(chunks)
     try:
-        body = orjson.loads(b"".join(chunks))
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise BadRequest("Invalid JSON request") from None
     if not isinstance(body, dict):
