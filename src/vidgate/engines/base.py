@@ -25,6 +25,15 @@ class RenderSpec:
     negative_prompt: str = ""
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+    # The user's media, fetched and probed at queue time. Keys are request fields ("image_url",
+    # "reference_video_urls", "audio_url", "keyframes", "elements.frontal_image_url", ...); each value is a
+    # list, in request order, of {"field": "reference_video_urls[1]", "path": "/abs/file", "mime": ...,
+    # "info": {...ImageInfo/VideoInfo/AudioInfo as a dict}, plus "frame_index" for keyframes and
+    # "element" (its index) for elements}.
+    inputs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def input_paths(self, key: str) -> list[str]:
+        return [item["path"] for item in self.inputs.get(key, [])]
 
 
 class Engine(Protocol):

@@ -25,26 +25,22 @@ import colorsys
 import hashlib
 import json
 import math
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from vidgate.engines.base import ProgressCallback, RenderSpec
+from vidgate.engines.encode import (
+    AUDIO_RATE,
+    DEFAULT_X264_THREADS,
+    AudioSource,
+    EncoderSettings,
+    Mp4Writer,
+    file_audio,
+)
 
-AUDIO_RATE = 48_000
-# AAC-LC consumes 1024 samples per frame; feeding exactly that keeps every frame's pts exact.
-AUDIO_FRAME_SAMPLES = 1024
-# libx264's output depends on its number of frame threads, so pin it instead of letting it scale with
-# os.cpu_count(): the same spec then gives the same bytes on any machine with the same libraries.
-# Eight frame threads keep a typical worker busy; on a 2-core box they cost ~5 % versus auto (3), measured.
-DEFAULT_X264_THREADS = 8
-PROGRESS_EVERY_FRAMES = 12
 # Cap on the number of distinct word masks pre-rendered for the centre caption (memory bound).
 MAX_CAPTION_WORDS = 256
 # Cap on the number of characters scrolled in the ticker (a Venice prompt can be a few thousand).
@@ -451,8 +447,8 @@ class _Chord:
         self.env_freq = rng.uniform(0.08, 0.35, size=m)
         self.env_phase = rng.uniform(0, 2 * math.pi, size=(2, m))  # per channel: slow stereo motion
         self.gain = 0.5 / m
-        self.total = spec.duration_s * AUDIO_RATE
-        self.fade = min(AUDIO_RATE // 4, self.total // 8)
+        self.total_samples = spec.duration_s * AUDIO_RATE
+        self.fade = min(AUDIO_RATE // 4, self.total_samples // 8)
 
     def samples(self, start: int, stop: int) -> np.ndarray:
         """Samples [start, stop) as a (2, n) float32 planar array."""
@@ -465,24 +461,24 @@ class _Chord:
             out[ch] = (tones * env).sum(axis=0) * self.gain
         # Short fades at both ends avoid clicks.
         if self.fade > 0:
-            ramp = np.minimum(1.0, np.minimum(n_idx, self.total - n_idx) / self.fade)
+            ramp = np.minimum(1.0, np.minimum(n_idx, self.total_samples - n_idx) / self.fade)
             out *= np.clip(ramp, 0.0, 1.0)
         return out.astype(np.float32)
-
-    def frames(self) -> Iterator[av.AudioFrame]:
-        """AAC-sized planar frames covering exactly `duration_s` of audio."""
-        for start in range(0, self.total, AUDIO_FRAME_SAMPLES):
-            stop = min(start + AUDIO_FRAME_SAMPLES, self.total)
-            frame = av.AudioFrame.from_ndarray(self.samples(start, stop), format="fltp", layout="stereo")
-            frame.sample_rate = AUDIO_RATE
-            frame.pts = start
-            frame.time_base = Fraction(1, AUDIO_RATE)
-            yield frame
 
 
 # --------------------------------------------------------------------------------------------------
 # Rendering
 # --------------------------------------------------------------------------------------------------
+
+
+def soundtrack(spec: RenderSpec) -> AudioSource | None:
+    """The user's background music (`audio_url`) when given, else the prompt's chord, else none."""
+    if not spec.audio:
+        return None
+    music = spec.input_paths("audio_url")
+    if music:
+        return file_audio(music[0], spec.duration_s)
+    return _Chord(spec)
 
 
 def render_procedural(
@@ -496,78 +492,19 @@ def render_procedural(
 ) -> None:
     """Render `spec` as an H.264 (+ AAC when `spec.audio`) MP4 at `out_path`.
 
-    The file is written next to `out_path` under a temporary name and moved into place only once
-    complete, so readers never see a half-written MP4.  `progress` receives the fraction of frames
-    encoded, non-decreasing, ending with exactly 1.0.  `threads` is libx264's frame-thread count; keep
-    it fixed across machines if byte-identical output across machines matters.
+    The file appears at `out_path` only once complete. `progress` receives the fraction of frames encoded,
+    non-decreasing, ending with exactly 1.0.
     """
-    if spec.width % 2 or spec.height % 2 or spec.width <= 0 or spec.height <= 0:
-        raise ValueError(f"yuv420p needs positive even dimensions, got {spec.width}x{spec.height}")
     if spec.duration_s <= 0 or spec.fps <= 0:
         raise ValueError("duration_s and fps must be positive")
-
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = out_path.with_name(f".{out_path.name}.{os.getpid()}.part")
+    settings = EncoderSettings(preset=preset, crf=crf, threads=threads,
+                               high_bitrate=spec.options.get("bitrate_mode") == "high")
     n_frames = spec.duration_s * spec.fps
-    scene = _Scene(spec)
-    chord = _Chord(spec) if spec.audio else None
-
-    try:
-        # The temp name has no .mp4 suffix, so the format must be explicit.  faststart moves the moov
-        # atom to the front so browsers can start playing before the download ends.
-        with av.open(str(tmp_path), "w", format="mp4", options={"movflags": "+faststart"}) as container:
-            video = container.add_stream("libx264", rate=spec.fps)
-            video.width = spec.width
-            video.height = spec.height
-            video.pix_fmt = "yuv420p"
-            video.codec_context.time_base = Fraction(1, spec.fps)
-            video.options = {"preset": preset, "crf": str(crf)}
-            # PyAV defaults to slice threading, which is markedly slower for libx264 than frame threading
-            # (what the ffmpeg CLI uses); a fixed count keeps the bytes machine-independent.
-            video.codec_context.thread_type = "FRAME"
-            video.codec_context.thread_count = threads
-
-            audio_frames: Iterator[av.AudioFrame] | None = None
-            audio_stream = None
-            if chord is not None:
-                audio_stream = container.add_stream("aac", rate=AUDIO_RATE, layout="stereo")
-                audio_stream.codec_context.time_base = Fraction(1, AUDIO_RATE)
-                audio_frames = chord.frames()
-            audio_sent = 0  # samples handed to the encoder so far
-
-            for i in range(n_frames):
-                frame = av.VideoFrame.from_ndarray(scene.frame(i), format="yuv420p")
-                frame.pts = i
-                frame.time_base = video.codec_context.time_base
-                for packet in video.encode(frame):
-                    container.mux(packet)
-                if audio_stream is not None and audio_frames is not None:
-                    # Keep audio in step with video so the muxer's interleaving queue stays short.
-                    target = (i + 1) * AUDIO_RATE // spec.fps
-                    while audio_sent < target:
-                        aframe = next(audio_frames, None)
-                        if aframe is None:
-                            break
-                        audio_sent += aframe.samples
-                        for packet in audio_stream.encode(aframe):
-                            container.mux(packet)
-                if (i + 1) % PROGRESS_EVERY_FRAMES == 0 and i + 1 < n_frames:
-                    progress((i + 1) / n_frames)
-
-            for packet in video.encode(None):
-                container.mux(packet)
-            if audio_stream is not None and audio_frames is not None:
-                for aframe in audio_frames:
-                    for packet in audio_stream.encode(aframe):
-                        container.mux(packet)
-                for packet in audio_stream.encode(None):
-                    container.mux(packet)
-        os.replace(tmp_path, out_path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-    progress(1.0)
+    with Mp4Writer(Path(out_path), spec.width, spec.height, spec.fps, frame_count=n_frames, settings=settings,
+                   audio=soundtrack(spec), progress=progress) as mp4:
+        scene = _Scene(spec)
+        for i in range(n_frames):
+            mp4.write_yuv420p(scene.frame(i))
 
 
 class ProceduralEngine:
