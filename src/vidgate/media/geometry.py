@@ -46,3 +46,11 @@ def frame_size(resolution: str | None, aspect_ratio: str | None) -> tuple[int, i
     if rw >= rh:
         return _even(short * rw / rh), short
     return short, _even(short * rh / rw)
+
+
+def frame_size_like(resolution: str | None, width: int, height: int) -> tuple[int, int]:
+    """The frame for a resolution with the aspect of a given picture (image-to-video, video-to-video)."""
+    short = SHORT_SIDE_BY_RESOLUTION[resolution or DEFAULT_RESOLUTION]
+    if width >= height:
+        return _even(short * width / height), short
+    return short, _even(short * height / width)
