@@ -192,3 +192,56 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
     server.start()
     yield server
     server.stop()
+
+
+# --- media inputs -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class MediaServer:
+    """A static file server on loopback for tests that give vidgate http(s) media URLs."""
+
+    root: Path
+    port: int
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+
+@pytest.fixture
+def media_server(tmp_path: Path) -> Iterator[MediaServer]:
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    root = tmp_path / "media-server"
+    root.mkdir()
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield MediaServer(root, server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+async def media_api(tmp_path: Path, media_server: MediaServer) -> AsyncIterator[Api]:
+    """An app whose fetcher may reach the loopback media server (the operator allow-list setting)."""
+    settings = load_settings(data_dir=tmp_path / "data", x264_preset="ultrafast", lease_seconds=3.0,
+                             idle_poll_seconds=0.2, media_fetch_allow_hosts=[f"127.0.0.1:{media_server.port}"],
+                             upscale_method="lanczos")
+    async with api_for(settings) as api:
+        yield api
+
+
+def data_url(path: Path, mime: str) -> str:
+    import base64
+
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"

@@ -199,10 +199,11 @@ async def test_bitrate_mode_only_on_seedance(api: Api) -> None:
     assert "Seedance" in issue_for(payload, "bitrate_mode")["message"]
 
 
-async def test_models_needing_media_say_so_plainly_before_any_charge(api: Api) -> None:
+async def test_media_is_checked_against_the_models_limits_before_any_charge(api: Api) -> None:
     payload = await rejected(api, {"model": "seedance-2-0-image-to-video-basic", "prompt": "p", "duration": "5s",
                                    "image_url": PNG_DATA_URL})
-    assert "not support" in payload["error"] and "image" in payload["error"]
+    assert payload["error"] == "image_url: image is 1x1: the short side is 1 px, the minimum is 300 px"
+    assert issue_for(payload, "image_url")
 
 
 async def test_wrong_content_type_and_bad_json(api: Api) -> None:

@@ -49,6 +49,17 @@ class Settings(BaseSettings):
     render_nice: int = 10
     x264_preset: str = "veryfast"
     x264_crf: int = 23
+    upscale_method: str = Field(default="auto", description="auto | realesrgan | lanczos")
+
+    # The guarded fetcher for user media URLs.
+    media_fetch_allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts (host or host:port) that may be fetched even though they resolve to private "
+        "addresses, e.g. an internal media server. JSON list in the environment.",
+    )
+    media_fetch_connect_timeout: float = 5.0
+    media_fetch_read_timeout: float = 30.0
+    media_fetch_max_redirects: int = 3
 
     default_average_execution_ms: int = 145_000
     download_url_ttl_seconds: int = 24 * 3600

@@ -10,17 +10,18 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
 
 from vidgate.catalog.request import VideoRequest
 from vidgate.db import Database
-from vidgate.engines.base import RenderSpec
+from vidgate.engines.planning import plan_render
 from vidgate.engines.registry import engine_for
+from vidgate.jobs.states import JobStatus
 from vidgate.jobs.store import Claim, JobStore
 from vidgate.jobs.wakeup import WakeSocket
-from vidgate.media.geometry import frame_size
 from vidgate.settings import Settings
 from vidgate.storage.local import LocalStorage
 
@@ -31,19 +32,10 @@ class LeaseLost(Exception):
     """Another worker owns the job now; this render must stop."""
 
 
-def render_spec_for(request: VideoRequest) -> RenderSpec:
-    width, height = frame_size(request.resolution, request.aspect_ratio)
-    return RenderSpec(
-        model=request.model,
-        prompt=request.prompt,
-        negative_prompt=request.negative_prompt,
-        duration_s=request.duration_s or 5,
-        width=width,
-        height=height,
-        fps=24,
-        audio=request.audio,
-        options={"bitrate_mode": request.bitrate_mode},
-    )
+def discard_inputs(request: VideoRequest) -> None:
+    """The fetched inputs are only needed until the job is finished one way or the other."""
+    if request.inputs_dir:
+        shutil.rmtree(request.inputs_dir, ignore_errors=True)
 
 
 class Worker:
@@ -97,8 +89,9 @@ class Worker:
         job, token = claim.job, claim.token
         log.info("job %s attempt %d: rendering %s", job.id, job.attempts, job.model)
         request = VideoRequest.from_json(job.request)
-        spec = render_spec_for(request)
-        engine = engine_for(job.engine, preset=self.settings.x264_preset, crf=self.settings.x264_crf)
+        spec = plan_render(job.engine, request)
+        engine = engine_for(job.engine, preset=self.settings.x264_preset, crf=self.settings.x264_crf,
+                            upscale_method=self.settings.upscale_method)
         scratch = self.storage.scratch_dir() / f"{job.id}-{token[:8]}.mp4"
         progress = {"value": 0.0}
         lost = threading.Event()
@@ -126,6 +119,7 @@ class Worker:
                 self.storage.delete(media_key)
                 raise LeaseLost(job.id)
             log.info("job %s completed", job.id)
+            discard_inputs(request)
         except LeaseLost:
             log.warning("job %s: lease lost, another worker owns it now", job.id)
         except Exception as exc:  # an engine failure: retried, then failed and refunded
@@ -133,6 +127,8 @@ class Worker:
             status = await self.store.fail_attempt(job.id, token, f"{type(exc).__name__}: {exc}"[:1000],
                                                    max_attempts=self.settings.max_attempts)
             log.info("job %s is now %s", job.id, status)
+            if status is JobStatus.FAILED:
+                discard_inputs(request)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 scratch.unlink()

@@ -27,6 +27,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx.db.create_schema()
         yield
+        await ctx.fetcher.aclose()
         ctx.db.dispose()
 
     app = FastAPI(title="vidgate", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)

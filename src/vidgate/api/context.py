@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
 from vidgate.api.ratelimit import RateLimiter
-from vidgate.catalog.models import Catalog, load_catalog
+from vidgate.catalog.models import Catalog, ModelSpec, load_catalog
 from vidgate.catalog.pricing import PriceTable
+from vidgate.catalog.request import VideoRequest
 from vidgate.db import Database
 from vidgate.jobs.store import JobStore, p80
+from vidgate.media.fetch import GuardedFetcher
+from vidgate.media.inputs import PreparedInputs, prepare_inputs
+from vidgate.media.types import VideoInfo
 from vidgate.settings import Settings
 from vidgate.storage.local import LocalStorage
 from vidgate.storage.signing import DeliveryUrlSigner
@@ -27,6 +32,7 @@ class AppContext:
     storage: LocalStorage
     signer: DeliveryUrlSigner
     limiter: RateLimiter
+    fetcher: GuardedFetcher
     _p80_cache: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     @classmethod
@@ -43,7 +49,27 @@ class AppContext:
             limiter=RateLimiter(
                 {"queue": settings.rate_limit_queue_per_min, "retrieve": settings.rate_limit_retrieve_per_min}
             ),
+            fetcher=GuardedFetcher(
+                allow_hosts=settings.media_fetch_allow_hosts, connect_timeout=settings.media_fetch_connect_timeout,
+                read_timeout=settings.media_fetch_read_timeout, max_redirects=settings.media_fetch_max_redirects,
+            ),
         )
+
+    async def prepare_media(self, req: VideoRequest, spec: ModelSpec) -> PreparedInputs | None:
+        """Fetch, probe and check the request's media, and record what pricing needs from it."""
+        if not req.media:
+            return None
+        prepared = await prepare_inputs(req, spec, fetcher=self.fetcher,
+                                        staging_root=self.settings.data_dir / "inputs")
+        req.inputs, req.inputs_dir = prepared.inputs, str(prepared.directory)
+        source = prepared.first_info("video_url")
+        if spec.is_upscale and isinstance(source, VideoInfo):
+            req.duration_s = math.ceil(source.duration)
+            req.input_height, req.input_fps = source.height, source.fps
+        clips = [info for _, info in prepared.probed.get("reference_video_urls", [])]
+        if clips:
+            req.reference_video_total_duration = sum(c.duration for c in clips if isinstance(c, VideoInfo))
+        return prepared
 
     async def average_execution_ms(self, model: str) -> int:
         """P80 of this model's past jobs (cached briefly: retrieve is polled often)."""

@@ -59,6 +59,11 @@ async def quote_video(request: Request) -> JSONResponse:
     body = await read_json_object(request, ctx.settings.max_body_bytes)
     spec = lookup_model(ctx, request, require_model_field(body))
     req = validate_quote(body, spec)
+    if spec.is_upscale and req.duration_s is None and req.media.get("video_url"):
+        # Quote from the video itself: fetch and probe it for its length, height and fps, then drop it.
+        prepared = await ctx.prepare_media(req, spec)
+        if prepared is not None:
+            prepared.discard()
     return JSONResponse({"quote": quote(req, spec, ctx.prices).as_float()})
 
 
@@ -69,11 +74,18 @@ async def queue_video(request: Request) -> JSONResponse:
     spec = lookup_model(ctx, request, require_model_field(body))
     req = validate_queue(body, spec)
     ensure_renderable(spec, req)
-    price = quote(req, spec, ctx.prices)
-    queue_id = await ctx.store.create_paid_job(
-        account_id=principal.account_id, model=spec.id, request=req.to_json(), engine=spec.engine,
-        price_micros=price.micros, private=spec.is_private,
-    )
+    # Media is fetched and checked before the charge, so a bad input costs nothing.
+    prepared = await ctx.prepare_media(req, spec)
+    try:
+        price = quote(req, spec, ctx.prices)
+        queue_id = await ctx.store.create_paid_job(
+            account_id=principal.account_id, model=spec.id, request=req.to_json(), engine=spec.engine,
+            price_micros=price.micros, private=spec.is_private,
+        )
+    except BaseException:
+        if prepared is not None:
+            prepared.discard()
+        raise
     notify_workers(ctx.settings.wake_dir)
     response: dict[str, Any] = {"model": spec.id, "queue_id": queue_id}
     if spec.is_private:

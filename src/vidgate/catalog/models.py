@@ -160,6 +160,12 @@ class ModelSpec:
             return explicit
         if self.is_upscale:
             return "upscale"
+        if self.model_type == "video":
+            return "video"
+        if self.is_reference_to_video:
+            return "reference"
+        if self.model_type == "image-to-video":
+            return "image"
         return "procedural"
 
     @property

@@ -127,7 +127,7 @@ def quote(req: VideoRequest, spec: ModelSpec, table: PriceTable) -> Quote:
             raise invalid("duration", "duration (seconds of input video) is required to quote an upscale")
         height = req.input_height or table.table["upscale"]["default_input_height"]
         return upscale_price(table, seconds=req.duration_s, input_height=height,
-                             factor=req.upscale_factor or 2, fps=0)
+                             factor=req.upscale_factor or 2, fps=req.input_fps or 0)
     rule = table.model_rule(spec.id)
     seconds: float
     if req.duration == "auto":  # source-matched: billed on the source clip's length (SPEC §4)

@@ -38,8 +38,12 @@ class VideoRequest:
     omni_reference_task_type: str | None = None
     media: dict[str, Any] = field(default_factory=dict)
     consents: dict[str, Any] | None = None
+    # The fetched, probed media (RenderSpec.inputs layout) and the folder holding it, set at queue time.
+    inputs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    inputs_dir: str | None = None
     # Pricing-only inputs (quote).
     input_height: float | None = None
+    input_fps: float | None = None  # upscale pricing: measured from the input video
     reference_video_total_duration: float | None = None
 
     def to_json(self) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Writing MP4s: H.264 yuv420p video at a fixed fps, an optional 48 kHz stereo AAC track, written atomically.
 
 Every engine ends here, so every output has the same shape: exactly `frame_count` frames at `fps` (the stream
-lasts exactly frames/fps), and audio of exactly the same length when there is audio.
+lasts exactly frames/fps), and audio of exactly the same length when there is audio. The fps is an integer, or a
+Fraction for NTSC-style rates (30000/1001) such as an upscaled input keeps.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ class Mp4Writer:
     """
 
     def __init__(
-        self, out_path: Path, width: int, height: int, fps: int, *, frame_count: int,
+        self, out_path: Path, width: int, height: int, fps: int | Fraction, *, frame_count: int,
         settings: EncoderSettings | None = None, audio: AudioSource | None = None,
         progress: Callable[[float], None] | None = None,
     ) -> None:
@@ -138,7 +139,7 @@ class Mp4Writer:
         self.container = av.open(str(self.tmp_path), "w", format="mp4", options={"movflags": "+faststart"})
         video = self.container.add_stream("libx264", rate=self.fps)
         video.width, video.height, video.pix_fmt = self.width, self.height, "yuv420p"
-        video.codec_context.time_base = Fraction(1, self.fps)
+        video.codec_context.time_base = 1 / Fraction(self.fps)
         video.options = {"preset": self.settings.preset, "crf": str(self.settings.effective_crf)}
         # Frame threading (what the ffmpeg CLI uses) is much faster than PyAV's default slice threading for
         # libx264; a fixed count keeps the bytes the same on every machine.

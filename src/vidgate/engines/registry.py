@@ -7,25 +7,36 @@ from vidgate.catalog.request import VideoRequest
 from vidgate.engines.base import Engine
 from vidgate.errors import invalid
 
-# Inputs whose fetching and rendering are not built yet: a clear 400 at queue time, before any charge.
-_NOT_YET = {
-    "image-to-video": "image inputs (image_url, reference images, keyframes)",
-    "video": "video inputs (video_url)",
-}
+ENGINES = ("procedural", "image", "reference", "video", "upscale")
 
 
 def ensure_renderable(spec: ModelSpec, req: VideoRequest) -> None:
-    """Raise a 400 naming what is missing when no engine here can render this request yet."""
-    if spec.engine != "procedural" or not spec.is_text_to_video:
-        what = _NOT_YET.get(spec.model_type, f"the {spec.engine} engine")
-        field = next(iter(req.media), "model")
-        raise invalid(field, f"model {spec.id} needs {what}, which this server does not support yet; "
-                             "text-to-video models work today", code="unsupported")
+    """A model whose catalogue entry names an engine this server lacks is a clear 400, before any charge."""
+    if spec.engine not in ENGINES:
+        raise invalid("model", f"model {spec.id} needs the {spec.engine!r} engine, which this server does not "
+                               f"have (available: {', '.join(ENGINES)})", code="unsupported")
 
 
-def engine_for(name: str, *, preset: str, crf: int) -> Engine:
+def engine_for(name: str, *, preset: str, crf: int, upscale_method: str = "auto") -> Engine:
+    """The engine instance for a job; imports are lazy so a worker loads only what it uses."""
     if name == "procedural":
         from vidgate.engines.procedural import ProceduralEngine
 
         return ProceduralEngine(preset=preset, crf=crf)
+    if name == "image":
+        from vidgate.engines.image_to_video import ImageToVideoEngine
+
+        return ImageToVideoEngine(preset=preset, crf=crf)
+    if name == "reference":
+        from vidgate.engines.reference import ReferenceEngine
+
+        return ReferenceEngine(preset=preset, crf=crf)
+    if name == "video":
+        from vidgate.engines.video_to_video import VideoToVideoEngine
+
+        return VideoToVideoEngine(preset=preset, crf=crf)
+    if name == "upscale":
+        from vidgate.engines.upscale import UpscaleEngine
+
+        return UpscaleEngine(preset=preset, crf=crf, method=upscale_method)
     raise ValueError(f"no engine named {name!r}")

@@ -1,0 +1,61 @@
+"""From a queued request to a RenderSpec: the output's size, length and inputs, decided per engine."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from vidgate.catalog.request import VideoRequest
+from vidgate.engines.base import RenderSpec
+from vidgate.media.geometry import frame_size, frame_size_like
+
+FPS = 24
+SOURCE_MATCHED_ASPECTS = ("adaptive", "auto")
+
+
+def _first_info(request: VideoRequest, *keys: str) -> dict[str, Any] | None:
+    for key in keys:
+        items = request.inputs.get(key)
+        if items:
+            return items[0]["info"]
+    return None
+
+
+def _even(value: float) -> int:
+    return max(2, round(value / 2) * 2)
+
+
+def plan_render(engine: str, request: VideoRequest) -> RenderSpec:
+    """Size, duration and fps of the output for `engine`, from the request and its probed inputs."""
+    duration = request.duration_s or 5
+    aspect = request.aspect_ratio
+    size: tuple[int, int] | None = None
+    options: dict[str, Any] = {"bitrate_mode": request.bitrate_mode}
+    if engine == "upscale":
+        info = _first_info(request, "video_url") or {}
+        factor = request.upscale_factor or 2
+        size = (_even(info.get("width", 640) * factor), _even(info.get("height", 360) * factor))
+        duration = max(1, math.ceil(info.get("duration", 1)))
+        options["upscale_factor"] = factor
+    elif engine == "video":
+        info = _first_info(request, "video_url")
+        if info:
+            size = frame_size_like(request.resolution, info["width"], info["height"])
+            duration = max(1, math.ceil(info["duration"]))
+    elif engine in ("image", "reference"):
+        if aspect is None or aspect in SOURCE_MATCHED_ASPECTS:
+            info = _first_info(request, "reference_video_urls", "video_url", "image_url", "keyframes",
+                               "reference_image_urls", "elements.frontal_image_url", "scene_image_urls")
+            if info:
+                size = frame_size_like(request.resolution, info["width"], info["height"])
+        if request.duration == "auto":
+            total = sum(item["info"]["duration"] for item in request.inputs.get("reference_video_urls", []))
+            duration = max(1, math.ceil(total))
+        options["task_type"] = request.omni_reference_task_type
+    if size is None:
+        size = frame_size(request.resolution, aspect if aspect not in SOURCE_MATCHED_ASPECTS else None)
+    return RenderSpec(
+        model=request.model, prompt=request.prompt, negative_prompt=request.negative_prompt,
+        duration_s=duration, width=size[0], height=size[1], fps=FPS, audio=request.audio,
+        options=options, inputs=request.inputs,
+    )
