@@ -28,6 +28,7 @@ def _even(value: float) -> int:
 def plan_render(engine: str, request: VideoRequest) -> RenderSpec:
     """Size, duration and fps of the output for `engine`, from the request and its probed inputs."""
     duration = request.duration_s or 5
+    audio = request.audio
     aspect = request.aspect_ratio
     size: tuple[int, int] | None = None
     options: dict[str, Any] = {"bitrate_mode": request.bitrate_mode}
@@ -42,6 +43,8 @@ def plan_render(engine: str, request: VideoRequest) -> RenderSpec:
         if info:
             size = frame_size_like(request.resolution, info["width"], info["height"])
             duration = max(1, math.ceil(info["duration"]))
+            # Video-to-video keeps the input's sound, whether or not the model generates audio of its own.
+            audio = info.get("audio_codec") is not None
     elif engine in ("image", "reference"):
         if aspect is None or aspect in SOURCE_MATCHED_ASPECTS:
             info = _first_info(request, "reference_video_urls", "video_url", "image_url", "keyframes",
@@ -56,6 +59,6 @@ def plan_render(engine: str, request: VideoRequest) -> RenderSpec:
         size = frame_size(request.resolution, aspect if aspect not in SOURCE_MATCHED_ASPECTS else None)
     return RenderSpec(
         model=request.model, prompt=request.prompt, negative_prompt=request.negative_prompt,
-        duration_s=duration, width=size[0], height=size[1], fps=FPS, audio=request.audio,
+        duration_s=duration, width=size[0], height=size[1], fps=FPS, audio=audio,
         options=options, inputs=request.inputs,
     )
