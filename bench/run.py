@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import os
 import platform
 import shlex
@@ -35,21 +36,26 @@ import api_bench  # noqa: E402
 
 RESULTS = BENCH_DIR / "RESULTS.md"
 BEGIN, END = "<!-- bench:begin (written by bench/run.py; edit outside these markers) -->", "<!-- bench:end -->"
-NAMES = ["retrieve", "queue", "queue_to_start", "render"]
+NAMES = ["retrieve", "queue", "queue_to_start", "render", "probe", "upscale"]
 
 Row = dict[str, Any]
 
 
-def render_measure() -> list[Row]:
-    try:
-        import render_bench
-    except ImportError as exc:  # absent, or vidgate's render engine not importable
-        print(f"[run] render_bench not importable ({exc}); skipped", file=sys.stderr)
-        return []
-    rows = render_bench.measure()
-    if not rows:
-        print("[run] render_bench returned no rows (is the ffmpeg CLI installed?)", file=sys.stderr)
-    return rows
+def module_measure(module_name: str) -> Callable[[], list[Row]]:
+    """`measure()` of a bench module beside this one, skipped with a note when it cannot run here."""
+
+    def measure() -> list[Row]:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            print(f"[run] {module_name} not importable ({exc}); skipped", file=sys.stderr)
+            return []
+        rows = module.measure()
+        if not rows:
+            print(f"[run] {module_name} returned no rows (is the ffmpeg CLI installed?)", file=sys.stderr)
+        return rows
+
+    return measure
 
 
 def benchmarks(duration: float) -> list[tuple[str, Callable[[], list[Row]]]]:
@@ -57,7 +63,9 @@ def benchmarks(duration: float) -> list[tuple[str, Callable[[], list[Row]]]]:
         ("retrieve", lambda: api_bench.bench_retrieve(duration=duration)),
         ("queue", lambda: api_bench.bench_queue(duration=duration)),
         ("queue_to_start", api_bench.bench_queue_to_start),
-        ("render", render_measure),
+        ("render", module_measure("render_bench")),
+        ("probe", module_measure("probe_bench")),
+        ("upscale", module_measure("upscale_bench")),
     ]
 
 
