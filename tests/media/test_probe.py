@@ -11,6 +11,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests.media.factory import (
     MiB,
@@ -320,3 +321,12 @@ def test_garbage_bytes_are_not_audio(tmp_path: Path) -> None:
     path.write_bytes(_noise(20_000))
     with pytest.raises(MediaProbeError):
         probe_audio(path)
+
+
+def test_heic_image_is_probed(tmp_path: Path) -> None:
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    path = tmp_path / "photo.heic"
+    Image.new("RGB", (400, 300), (10, 200, 30)).save(path, format="HEIF")
+    assert probe_image(path) == ImageInfo(format="HEIF", width=400, height=300)
