@@ -84,3 +84,36 @@ async def test_worker_lost_on_the_last_attempt_fails_the_job_and_refunds(api: Ap
 )
 def test_state_machine_transitions(old: JobStatus, new: JobStatus, allowed: bool) -> None:
     assert can_transition(old, new) is allowed
+
+
+async def test_worker_records_render_progress_as_it_goes(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    import vidgate.worker as worker_module
+    from vidgate.engines.procedural import ProceduralEngine
+
+    class HalfwayPause(ProceduralEngine):
+        """The real engine, pausing halfway so the test can see progress recorded mid-render."""
+
+        def render(self, spec, out_path, progress):  # type: ignore[no-untyped-def]
+            def slow(fraction: float) -> None:
+                progress(fraction)
+                if 0.4 < fraction < 0.6:
+                    time.sleep(1.5)  # longer than a heartbeat interval (lease / 3 = 1 s)
+
+            super().render(spec, out_path, slow)
+
+    monkeypatch.setattr(worker_module, "engine_for", lambda name, **kw: HalfwayPause(preset="ultrafast"))
+    key = await api.new_key()
+    job_id = await queued_job(api, key)
+    seen: set[float] = set()
+    render = asyncio.ensure_future(api.run_worker())
+    while not render.done():
+        job = await api.ctx.store.get(job_id)
+        assert job is not None
+        seen.add(job.progress)
+        await asyncio.sleep(0.1)
+    await render
+    assert any(0.4 < p < 0.6 for p in seen), seen
+    job = await api.ctx.store.get(job_id)
+    assert job and job.progress == 1.0
