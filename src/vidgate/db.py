@@ -114,6 +114,59 @@ jobs = Table(
 )
 
 
+siwx_nonces = Table(
+    "siwx_nonces",
+    metadata,
+    # Sign-In-With-X nonces already used, per wallet. The primary key makes "first use wins" atomic across every
+    # API process sharing the database; rows are kept until `expires_at` (at least 5.5 minutes).
+    Column("wallet", String(100), primary_key=True),
+    Column("nonce", String(200), primary_key=True),
+    Column("expires_at", Float, nullable=False, index=True),
+)
+
+siwx_challenges = Table(
+    "siwx_challenges",
+    metadata,
+    # Nonces this server issued in 402 challenges (so a challenge's nonce can be told from a client's own).
+    Column("nonce", String(200), primary_key=True),
+    Column("issued_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False, index=True),
+)
+
+x402_payments = Table(
+    "x402_payments",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("wallet", String(100), nullable=False, index=True),
+    Column("network", String(100), nullable=False),
+    Column("asset", String(100), nullable=False),
+    # EIP-3009 authorization nonce: one payment, credited at most once.
+    Column("authorization_nonce", String(100), nullable=False),
+    Column("amount_micros", BigInteger, nullable=False),
+    Column("status", String(20), nullable=False),  # SETTLING | SETTLED | FAILED
+    Column("transaction", String(200), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("network", "asset", "authorization_nonce", name="uq_x402_payment_nonce"),
+)
+
+consents = Table(
+    "consents",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", String(40), ForeignKey("accounts.id"), nullable=False),
+    Column("provider", String(40), nullable=False),  # "seedance"
+    Column("media_sha256", String(64), nullable=False),
+    Column("roles", Text, nullable=False),  # JSON list of face_media_roles
+    Column("policy_version", String(40), nullable=False),
+    Column("request_id", String(100), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
+    Index("ix_consents_account_media", "account_id", "provider", "media_sha256"),
+)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin (see _sqlite_begin).
     dbapi_connection.isolation_level = None

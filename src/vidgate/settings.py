@@ -74,6 +74,30 @@ class Settings(BaseSettings):
     x402_inference_amount_usd: float = 10.0
     siwx_domain: str = "api.venice.ai"
 
+    # Sign-In-With-X (wallet auth) and x402 top-ups (X402.md).
+    siwx_allowed_domains: list[str] = Field(default_factory=lambda: ["api.venice.ai", "venice.ai"])
+    siwx_chain_id: int = 8453
+    siwx_nonce_ttl_seconds: float = 330.0  # remembered at least 5.5 minutes
+    eip1271_rpc_url: str | None = Field(default=None, description="JSON-RPC URL for EIP-1271 smart wallets")
+    x402_minimum_balance_usd: float = 0.10
+    x402_suggested_top_up_usd: float = 10.0
+    x402_min_top_up_usd: float = 5.0
+    x402_max_top_up_usd: float = 10_000.0
+    x402_concurrency_limit: int = 5
+    x402_facilitator_url: str = "https://x402.org/facilitator"
+    x402_settle_timeout_seconds: float = 30.0
+
+    # Seedance face-media consent (SPEC §5).
+    consent_policy_version: str = "v2.0"
+    consent_policy_text: str = (
+        "The likeness in any media you upload is your own, or you have explicit, legal consent from any depicted "
+        "individual(s). Note: an image may contain more than one face — your attestation covers all of them.\n"
+        "You own or have permission to use all media you uploaded for content generation.\n"
+        "You agree to the Venice.ai Terms of Service and Privacy Policy. Violations can lead to account suspension "
+        "and legal liability.\nNo content is stored by Venice."
+    )
+    consent_docs_url: str = "https://docs.venice.ai/guides/media/seedance-face-consent"
+
     @cached_property
     def resolved_database_url(self) -> str:
         if self.database_url:
