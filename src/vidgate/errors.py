@@ -178,3 +178,26 @@ class InferenceFailed(VidgateError):
 
     def __init__(self, message: str = "Inference processing failed") -> None:
         super().__init__(message)
+
+
+class NeedsConsent(VidgateError):
+    """409 `needs_consent` (SPEC §5): face media without an attestation; the body names the roles and the policy."""
+
+    status_code = 409
+    code = "needs_consent"
+
+    def __init__(self, roles: list[str], *, consent_version: str, policy_text: str, docs_url: str) -> None:
+        super().__init__("Seedance consent is required for this request.")
+        self.roles = list(roles)
+        self.consent_version = consent_version
+        self.policy_text = policy_text
+        self.docs_url = docs_url
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {"code": self.code, "message": self.message},
+            "consent_flow": "seedance",
+            "face_media_roles": list(self.roles),
+            "consent": {"consent_version": self.consent_version, "policy_text": self.policy_text},
+            "docs_url": self.docs_url,
+        }

@@ -83,8 +83,8 @@ def discovery_body(settings: Settings, resource_url: str, nonce: str | None = No
     }
 
 
-def payment_required_header(body: dict[str, Any]) -> str:
+def payment_required_header(body: dict[str, Any], error: str = "Authentication required") -> str:
     """The `PAYMENT-REQUIRED` header: base64 of the x402 object (without the Venice-only authOptions)."""
     protocol = {k: body[k] for k in ("x402Version", "resource", "accepts", "extensions") if k in body}
-    protocol["error"] = "Authentication required"
+    protocol["error"] = error
     return base64.b64encode(json.dumps(protocol, separators=(",", ":")).encode()).decode()

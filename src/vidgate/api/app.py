@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,6 +28,11 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx.db.create_schema()
         yield
+        # A top-up whose client stopped waiting is still settling: let it finish and be credited.
+        from vidgate.accounts.payments import pending_settlements
+
+        if pending := pending_settlements():
+            await asyncio.wait(pending, timeout=ctx.settings.x402_settle_timeout_seconds)
         await ctx.fetcher.aclose()
         ctx.db.dispose()
 

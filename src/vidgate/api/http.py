@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,12 @@ def add_headers(request: Request, headers: dict[str, str]) -> None:
     request.scope.setdefault("state", {}).setdefault("vidgate_headers", {}).update(headers)
 
 
+def on_response_end(request: Request, callback: Callable[[], None]) -> None:
+    """Run `callback` once this request is over: after the response is sent, or when it fails or is cancelled.
+    (Only under ResponseHeadersMiddleware, which every app from create_app has.)"""
+    request.scope.setdefault("state", {}).setdefault("vidgate_on_end", []).append(callback)
+
+
 def error_response(request: Request, exc: VidgateError) -> JSONResponse:
     response = JSONResponse(exc.body(), status_code=exc.status_code)
     for name, value in exc.headers.items():
@@ -39,7 +46,7 @@ def error_response(request: Request, exc: VidgateError) -> JSONResponse:
 
 class ResponseHeadersMiddleware:
     """Pure ASGI (cheap on the hot path): a request id (`CF-RAY`), `x-venice-version`, and any headers the
-    route collected with `add_headers`."""
+    route collected with `add_headers`; then the callbacks registered with `on_response_end`."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -61,7 +68,11 @@ class ResponseHeadersMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            for callback in scope["state"].get("vidgate_on_end", ()):
+                callback()
 
 
 async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:

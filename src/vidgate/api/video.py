@@ -24,6 +24,7 @@ from vidgate.api.http import (
 from vidgate.catalog.models import ModelSpec
 from vidgate.catalog.pricing import quote
 from vidgate.catalog.validation import validate_queue, validate_quote
+from vidgate.consent import check_consent, record_consent
 from vidgate.engines.registry import ensure_renderable
 from vidgate.errors import InferenceFailed, NotFound, invalid, media_not_found
 from vidgate.jobs.states import JobStatus, wire_status
@@ -77,7 +78,10 @@ async def queue_video(request: Request) -> JSONResponse:
     # Media is fetched and checked before the charge, so a bad input costs nothing.
     prepared = await ctx.prepare_media(req, spec)
     try:
+        # Seedance face-media consent (SPEC §5): decided before the charge; a 409 lands in the except below.
+        grant = await check_consent(ctx.db, ctx.settings, principal.account_id, spec, req, prepared)
         price = quote(req, spec, ctx.prices)
+        await record_consent(ctx.db, grant, request.scope.get("state", {}).get("request_id", ""))
         queue_id = await ctx.store.create_paid_job(
             account_id=principal.account_id, model=spec.id, request=req.to_json(), engine=spec.engine,
             price_micros=price.micros, private=spec.is_private,
