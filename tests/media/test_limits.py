@@ -543,3 +543,19 @@ def test_real_files_at_the_limits_pass(tmp_path: Path) -> None:
 def test_real_clip_past_the_limit_is_rejected(tmp_path: Path) -> None:
     error = rejected(SD20_R2V, _real("reference_video_urls[0]", make_mp4(tmp_path / "a.mp4", 15.5, 160, 90), "video"))
     assert only_issue(error) == (["reference_video_urls", 0], "clip is 15.5 s, the limit is 15 s")
+
+
+@pytest.mark.parametrize(("seconds", "ok"), [(3.9, False), (4.0, True), (30.0, True), (30.2, False)])
+def test_source_matched_duration_needs_a_4_to_30_second_source(seconds: float, ok: bool) -> None:
+    spec = load_catalog().get("seedance-2-5-reference-to-video-basic")
+    assert spec is not None
+    req = VideoRequest(model=spec.id, duration="auto")
+    clip = MediaFile("reference_video_urls[0]", Path("/x.mp4"), "video", "video/mp4", 1000, "0" * 64)
+    info = VideoInfo("mov,mp4,m4a,3gp,3g2,mj2", "h264", 320, 240, 24.0, seconds, None, None)
+    if ok:
+        check_media_limits(spec, req, {"reference_video_urls": [(clip, info)]})
+        return
+    with pytest.raises(InvalidRequest) as raised:
+        check_media_limits(spec, req, {"reference_video_urls": [(clip, info)]})
+    issue = next(i for i in raised.value.issues if i.path == ["duration"])
+    assert f"{seconds:g} s" in issue.message

@@ -13,6 +13,7 @@ from typing import Any
 
 from vidgate.catalog.models import ModelSpec
 from vidgate.catalog.request import MEDIA_LIST_FIELDS, MEDIA_URL_FIELDS, VideoRequest
+from vidgate.catalog.workflows import Counts, uses_workflows, workflow_issues
 from vidgate.errors import InvalidRequest, Issue
 
 SOURCE_MATCHED_DURATIONS = ("-1", "auto", "Auto")
@@ -474,6 +475,12 @@ class _Checker:
         if spec.model_type == "image-to-video" and body.get("image_url") is None and not body.get("keyframes"):
             self.add(Issue(path=["image_url"], message=f"image_url is required for model {spec.id}"))
 
+    def workflow(self, req: VideoRequest) -> None:
+        """Seedance R2V (SPEC §4): every `<Image N>`/`<Video N>`/`<Audio N>` tag names an input the request has,
+        and an explicit edit/extend task type has a clip to work on (catalog/workflows.py)."""
+        if uses_workflows(self.spec.id):
+            self.issues += workflow_issues(req.prompt, req.omni_reference_task_type, Counts.of_body(self.body))
+
     def kling_totals(self) -> None:
         """Kling O3 R2V (G-R2V): frames + elements + scene images <= 7; elements <= 3 with a frame."""
         body = self.body
@@ -509,6 +516,7 @@ def _checked(spec: ModelSpec, body: dict[str, Any], *, for_quote: bool) -> Video
     check.media(req)
     if not for_quote:
         check.queue_only_options(req)
+        check.workflow(req)
     if check.issues:
         raise InvalidRequest(check.issues, message=_summary(check.issues))
     return req

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from vidgate.catalog.request import VideoRequest
+from vidgate.catalog.workflows import STITCH_TRANSITION_SECONDS, Counts, Workflow, classify, uses_workflows
 from vidgate.engines.base import RenderSpec
 from vidgate.media.geometry import frame_size, frame_size_like
 
@@ -31,6 +32,7 @@ def plan_render(engine: str, request: VideoRequest) -> RenderSpec:
     audio = request.audio
     aspect = request.aspect_ratio
     size: tuple[int, int] | None = None
+    fps = FPS
     options: dict[str, Any] = {"bitrate_mode": request.bitrate_mode}
     if engine == "upscale":
         info = _first_info(request, "video_url") or {}
@@ -55,10 +57,46 @@ def plan_render(engine: str, request: VideoRequest) -> RenderSpec:
             total = sum(item["info"]["duration"] for item in request.inputs.get("reference_video_urls", []))
             duration = max(1, math.ceil(total))
         options["task_type"] = request.omni_reference_task_type
+        if engine == "reference" and uses_workflows(request.model):
+            workflow = classify(request.prompt, request.omni_reference_task_type, Counts.of_inputs(request.inputs))
+            options["workflow"] = workflow.to_json()
+            if workflow.kind != "reference":
+                duration, fps, clip_size = _plan_workflow(workflow, request, duration, options)
+                if aspect is None or aspect in SOURCE_MATCHED_ASPECTS:
+                    size = clip_size
     if size is None:
         size = frame_size(request.resolution, aspect if aspect not in SOURCE_MATCHED_ASPECTS else None)
     return RenderSpec(
         model=request.model, prompt=request.prompt, negative_prompt=request.negative_prompt,
-        duration_s=duration, width=size[0], height=size[1], fps=FPS, audio=audio,
+        duration_s=duration, width=size[0], height=size[1], fps=fps, audio=audio,
         options=options, inputs=request.inputs,
     )
+
+
+def _plan_workflow(workflow: Workflow, request: VideoRequest, duration: int,
+                   options: dict[str, Any]) -> tuple[int, int, tuple[int, int]]:
+    """Seedance Edit / Extend / Stitch (engines/seedance.py): (duration, fps, source-matched size).
+
+    The engine re-reads the clips for exact timing; these are the whole-second length and nominal rate the
+    job is planned with.  Edit lasts as long as its clip (whatever `duration` says: it keeps the source's
+    timing); Extend lasts the requested duration (the reference clips' total for `"auto"`), plus the clip
+    when the prompt keeps it; Stitch lasts its clips plus STITCH_TRANSITION_SECONDS per non-cut join.  A
+    source-matched aspect (`adaptive`/`auto`, or none) is the edited/extended clip's, or the first stitched one's.
+    """
+    clips = [item["info"] for item in request.inputs.get("reference_video_urls", [])]
+    source = clips[workflow.videos[0]]
+    fps = max(1, round(float(source.get("fps") or FPS)))
+    size = frame_size_like(request.resolution, source["width"], source["height"])
+    if workflow.kind == "edit":
+        duration = max(1, math.ceil(source["duration"]))
+    elif workflow.kind == "extend":
+        options["extend_seconds"] = duration
+        if workflow.include_source:
+            duration += max(1, math.ceil(source["duration"]))
+    else:
+        stitched = [clips[i] for i in workflow.videos]
+        joins = sum(1 for kind in workflow.transitions if kind != "cut")
+        duration = max(1, math.ceil(sum(c["duration"] for c in stitched) + joins * STITCH_TRANSITION_SECONDS))
+        if len({c.get("fps") for c in stitched}) > 1:
+            fps = FPS
+    return duration, fps, size

@@ -270,5 +270,15 @@ class ReferenceEngine(EncodingEngine):
     name = "reference"
 
     def render(self, spec: RenderSpec, out_path: Path, progress: ProgressCallback) -> None:
-        """Render `spec` into an MP4 at `out_path`, reporting progress as a fraction of frames."""
+        """Render `spec` into an MP4 at `out_path`, reporting progress as a fraction of frames.
+
+        Seedance's Edit, Extend and Stitch workflows (`spec.options["workflow"]`, set by plan_render) are
+        rendered by engines/seedance.py; Reference, and every other model's request, here.
+        """
+        workflow = spec.options.get("workflow") or {}
+        if workflow.get("kind") in ("edit", "extend", "stitch"):
+            from vidgate.engines.seedance import render_workflow
+
+            render_workflow(spec, out_path, progress, self)
+            return
         render_reference(spec, out_path, progress, self)

@@ -179,6 +179,7 @@ def check_media_limits(spec: ModelSpec, req: VideoRequest, probed: Probed) -> No
     if video_rule is not None:
         issues += _clip_issues(probed.get("video_url", []), video_rule, "video_url")
     issues += _reference_audio_pairing(req, probed)
+    issues += _source_matched_duration(req, probed)
     if spec.family == "kling-o3":
         issues += _kling_o3_counts(probed)
     issues = _unique(issues)
@@ -334,6 +335,22 @@ def _size_issue(file: MediaFile, max_bytes: int | None, path: list[str | int]) -
             extra={"maximum": max_bytes},
         )
     ]
+
+
+SOURCE_MATCHED_SECONDS = (4.0, 30.0)  # SPEC §4: a source-matched output lasts as long as its source, 4–30 s
+
+
+def _source_matched_duration(req: VideoRequest, probed: Probed) -> list[Issue]:
+    """`duration: "auto"|"-1"` copies the source's length, which must itself be a length the model makes."""
+    if req.duration != "auto":
+        return []
+    total = sum(info.duration for _, info in probed.get("reference_video_urls", []) if isinstance(info, VideoInfo))
+    low, high = SOURCE_MATCHED_SECONDS
+    if low - DURATION_SLACK_S <= total <= high + DURATION_SLACK_S:
+        return []
+    return [Issue(path=["duration"], received=req.duration,
+                  message=f"a source-matched duration needs reference videos of {_num(low)}–{_num(high)} s "
+                          f"in total, got {_num(total)} s")]
 
 
 def _reference_audio_pairing(req: VideoRequest, probed: Probed) -> list[Issue]:
