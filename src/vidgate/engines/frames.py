@@ -14,6 +14,7 @@ Python.
 - `PromptGrade`: a colour grade (split toning from the prompt's palette, a gentle S-curve) and a vignette.
 - `PromptCaption`: the prompt as one line of text on a shaded band along the bottom.
 - `EncodingEngine`: the constructor and encoder settings every engine shares.
+- `read_clip_timing`: a clip's exact frame rate and frame count, from its headers.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import av
 import numpy as np
@@ -428,3 +432,63 @@ class EncodingEngine:
         """The encoder settings for `spec` (Seedance's `bitrate_mode: "high"` lowers the CRF)."""
         return EncoderSettings(preset=self.preset, crf=self.crf, threads=self.threads,
                                high_bitrate=spec.options.get("bitrate_mode") == "high")
+
+
+# --------------------------------------------------------------------------------------------------
+# Clip timing
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClipTiming:
+    """A clip's exact frame rate and frame count, read from its own headers."""
+
+    width: int
+    height: int
+    fps: Fraction
+    frames: int
+    has_audio: bool
+
+    @property
+    def seconds(self) -> float:
+        return float(self.frames / self.fps)
+
+
+def stream_rate(stream: av.video.stream.VideoStream, probed: float | None,
+                fallback: Fraction | None = None) -> Fraction:
+    """The stream's frame rate as a Fraction (30000/1001 stays exact); the probe's fps, then `fallback`."""
+    for rate in (stream.average_rate, stream.base_rate, stream.guessed_rate):
+        if rate and rate > 0:
+            rate = Fraction(rate)
+            return rate if rate.denominator <= 1001 else rate.limit_denominator(1001)
+    if isinstance(probed, (int, float)) and probed > 0:
+        return Fraction(probed).limit_denominator(1001)
+    if fallback is not None:
+        return fallback
+    raise ValueError("the video has no frame rate")
+
+
+def read_clip_timing(path: str | Path, info: dict[str, Any] | None = None, *, label: str = "the input",
+                     fallback_fps: Fraction | None = None) -> ClipTiming:
+    """Size, frame rate and frame count from the file's headers; the probe's `info` fills what they lack."""
+    info = info or {}
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise ValueError(f"{label} has no video stream")
+        stream = container.streams.video[0]
+        width = stream.codec_context.width or int(info.get("width") or 0)
+        height = stream.codec_context.height or int(info.get("height") or 0)
+        fps = stream_rate(stream, info.get("fps"), fallback_fps)
+        frames = stream.frames or int(info.get("frames") or 0)
+        if not frames:
+            if stream.duration and stream.time_base:
+                seconds = float(stream.duration * stream.time_base)
+            elif container.duration:
+                seconds = container.duration / av.time_base
+            else:
+                seconds = float(info.get("duration") or 0)
+            frames = round(seconds * fps)
+        has_sound = bool(container.streams.audio)
+    if width <= 0 or height <= 0 or frames <= 0:
+        raise ValueError(f"{label} is empty ({width}x{height}, {frames} frames)")
+    return ClipTiming(width, height, fps, frames, has_sound)

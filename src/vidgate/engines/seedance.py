@@ -54,6 +54,7 @@ from vidgate.engines.frames import (
     crossfade,
     frame_cover,
     motion_rng,
+    read_clip_timing,
     smoothstep,
 )
 from vidgate.engines.procedural import soundtrack
@@ -86,37 +87,11 @@ class Clip:
         return float(self.frames / self.fps)
 
 
-def _rate(stream: av.video.stream.VideoStream, probed: Any) -> Fraction:
-    for rate in (stream.average_rate, stream.base_rate, stream.guessed_rate):
-        if rate and rate > 0:
-            rate = Fraction(rate)
-            return rate if rate.denominator <= 1001 else rate.limit_denominator(1001)
-    if isinstance(probed, (int, float)) and probed > 0:
-        return Fraction(probed).limit_denominator(1001)
-    return FALLBACK_FPS
-
-
 def read_clip(item: dict[str, Any]) -> Clip:
     """Frame rate and frame count from the file's own headers (the probe info is the fallback)."""
-    info: dict[str, Any] = item.get("info") or {}
-    with av.open(str(item["path"])) as container:
-        if not container.streams.video:
-            raise ValueError(f"{item.get('field', 'clip')}: no video stream")
-        stream = container.streams.video[0]
-        fps = _rate(stream, info.get("fps"))
-        frames = stream.frames or int(info.get("frames") or 0)
-        if not frames:
-            if stream.duration and stream.time_base:
-                seconds = float(stream.duration * stream.time_base)
-            elif container.duration:
-                seconds = container.duration / av.time_base
-            else:
-                seconds = float(info.get("duration") or 0)
-            frames = round(seconds * fps)
-        has_audio = bool(container.streams.audio)
-    if frames <= 0:
-        raise ValueError(f"{item.get('field', 'clip')}: the clip has no frames")
-    return Clip(item, fps, frames, has_audio)
+    label = str(item.get("field", "clip"))
+    timing = read_clip_timing(item["path"], item.get("info"), label=label, fallback_fps=FALLBACK_FPS)
+    return Clip(item, timing.fps, timing.frames, timing.has_audio)
 
 
 def _decoded(path: str) -> Iterator[av.VideoFrame]:

@@ -63,6 +63,7 @@ from vidgate.engines.encode import (
     EncoderSettings,
     Mp4Writer,
 )
+from vidgate.engines.frames import read_clip_timing
 
 log = logging.getLogger("vidgate.engines.upscale")
 
@@ -117,17 +118,6 @@ class Source:
         return float(self.frame_count / self.fps)
 
 
-def _rate(stream: av.video.stream.VideoStream, probed: float | None) -> Fraction:
-    """The stream's frame rate as a Fraction (30000/1001 stays exact)."""
-    for rate in (stream.average_rate, stream.base_rate, stream.guessed_rate):
-        if rate and rate > 0:
-            rate = Fraction(rate)
-            return rate if rate.denominator <= 1001 else rate.limit_denominator(1001)
-    if probed and probed > 0:
-        return Fraction(probed).limit_denominator(1001)
-    raise ValueError("the input video has no frame rate")
-
-
 def read_source(spec: RenderSpec) -> Source:
     """The input named by `spec.inputs["video_url"]`, re-read from the file (the probe info is a fallback)."""
     items = spec.inputs.get("video_url") or []
@@ -135,27 +125,8 @@ def read_source(spec: RenderSpec) -> Source:
         raise ValueError("the upscale engine needs a video_url input")
     item = items[0]
     path = Path(item["path"])
-    info: dict[str, Any] = item.get("info") or {}
-    with av.open(str(path)) as container:
-        if not container.streams.video:
-            raise ValueError("the input has no video stream")
-        stream = container.streams.video[0]
-        width = stream.codec_context.width or int(info.get("width") or 0)
-        height = stream.codec_context.height or int(info.get("height") or 0)
-        fps = _rate(stream, info.get("fps"))
-        frames = stream.frames or int(info.get("frames") or 0)
-        if not frames:
-            if stream.duration and stream.time_base:
-                seconds = float(stream.duration * stream.time_base)
-            elif container.duration:
-                seconds = container.duration / av.time_base
-            else:
-                seconds = float(info.get("duration") or 0)
-            frames = round(seconds * fps)
-        has_audio = bool(container.streams.audio)
-    if width <= 0 or height <= 0 or frames <= 0:
-        raise ValueError(f"the input video is empty ({width}x{height}, {frames} frames)")
-    return Source(path, width, height, fps, frames, has_audio)
+    t = read_clip_timing(path, item.get("info"), label="the input video")
+    return Source(path, t.width, t.height, t.fps, t.frames, t.has_audio)
 
 
 def upscale_factor(spec: RenderSpec) -> int:
