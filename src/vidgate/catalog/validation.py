@@ -189,14 +189,8 @@ class _Checker:
             if not self.for_quote:
                 self.add(Issue(path=["resolution"], message="Use upscale_factor instead of resolution"))
             return
-        if not spec.resolutions:
-            if not self.for_quote:
-                self.add(_unsupported("resolution", spec, "; this model has one fixed resolution, omit it"))
-            return
-        if value not in spec.resolutions:
-            self.add(_enum_issue("resolution", value, spec.resolutions))
-            return
-        req.resolution = value
+        req.resolution = self.choice("resolution", value, spec.resolutions,
+                                     "; this model has one fixed resolution, omit it")
 
     def aspect_ratio(self, req: VideoRequest) -> None:
         spec = self.spec
@@ -210,16 +204,20 @@ class _Checker:
             self._has_reference_video("aspect_ratio")
             req.aspect_ratio = "adaptive"
             return
-        if not spec.aspect_ratios:
-            # Quote accepts aspect_ratio even for models that reject it at queue time (G-VID).
+        req.aspect_ratio = self.choice("aspect_ratio", value, spec.aspect_ratios,
+                                       "; the aspect ratio comes from the input, omit aspect_ratio")
+
+    def choice(self, name: str, value: str, allowed: list[str], hint: str) -> str | None:
+        """`value` if it is in the model's list. A model without the list takes none: rejected at queue time,
+        tolerated by quote (G-VID: quote accepts aspect_ratio even where queue rejects it)."""
+        if not allowed:
             if not self.for_quote:
-                self.add(_unsupported("aspect_ratio", spec,
-                                      "; the aspect ratio comes from the input, omit aspect_ratio"))
-            return
-        if value not in spec.aspect_ratios:
-            self.add(_enum_issue("aspect_ratio", value, spec.aspect_ratios))
-            return
-        req.aspect_ratio = value
+                self.add(_unsupported(name, self.spec, hint))
+            return None
+        if value not in allowed:
+            self.add(_enum_issue(name, value, allowed))
+            return None
+        return value
 
     def audio(self, req: VideoRequest) -> None:
         spec = self.spec
