@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -67,6 +67,8 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class PriceTable:
     table: dict[str, Any]
+    # Merged rule per model id, computed once: quoting runs on every queue request.
+    _rules: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def load(cls, price_file: Path | None = None) -> PriceTable:
@@ -77,11 +79,14 @@ class PriceTable:
 
     def model_rule(self, model_id: str) -> dict[str, Any]:
         """The defaults with the first matching model rule (exact id first, then glob patterns) on top."""
-        models: dict[str, Any] = self.table.get("models", {})
-        rule = models.get(model_id)
-        if rule is None:
-            rule = next((r for pattern, r in models.items() if fnmatchcase(model_id, pattern)), {})
-        return _merge(self.table["default"], rule)
+        cached = self._rules.get(model_id)
+        if cached is None:
+            models: dict[str, Any] = self.table.get("models", {})
+            rule = models.get(model_id)
+            if rule is None:
+                rule = next((r for pattern, r in models.items() if fnmatchcase(model_id, pattern)), {})
+            cached = self._rules[model_id] = _merge(self.table["default"], rule)
+        return cached
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 # Fields that carry user media (URLs or data: URLs), by the kind of media they hold.
@@ -47,7 +47,8 @@ class VideoRequest:
     reference_video_total_duration: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as a JSON-ready dict (shallow: every value already is plain JSON data)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> VideoRequest:
