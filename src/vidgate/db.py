@@ -6,9 +6,9 @@ plain synchronous Core, prepared once at import time, and run like this:
 
 - reads run inline on the caller's event loop through one autocommit connection: in WAL mode a point lookup
   never waits for a writer and takes microseconds;
-- write transactions run whole, one at a time, on one dedicated writer thread (`BEGIN IMMEDIATE`, so two
-  writers never deadlock upgrading a lock, and SQLite's busy-wait for another process blocks that thread, never
-  the event loop).
+- write transactions run whole on one dedicated writer thread (`BEGIN IMMEDIATE`, so two writers never
+  deadlock upgrading a lock, and SQLite's busy-wait for another process blocks that thread, never the event
+  loop); those that arrive together share one commit, each in its own savepoint (`_GroupCommitWriter`).
 
 Several processes (the API, the render workers, the CLI) share the file; `busy_timeout` orders their writes.
 """
@@ -16,9 +16,10 @@ Several processes (the API, the render workers, the CLI) share the file; `busy_t
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -26,6 +27,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     Connection,
+    Engine,
     Float,
     ForeignKey,
     Index,
@@ -41,6 +43,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.expression import Executable
 
 T = TypeVar("T")
 
@@ -183,25 +186,113 @@ def _sqlite_begin(conn: Any) -> None:
 
 
 class PreparedQuery:
-    """A Core SELECT compiled once to SQL text and run on the raw DB-API cursor.
+    """A Core statement compiled once to SQL text and run on the raw DB-API cursor of the caller's connection
+    (inside its transaction, if it has one).
 
-    For the two lookups on every polled request (API key, job). SQLAlchemy's per-execution machinery costs
-    ~40 µs a statement; the SQL itself ~5 µs (bench/RESULTS.md). The statement is still written in Core, so it
-    stays in step with the schema.
+    For the statements of the two hot paths: the lookups of every polled request (API key, job) and the writes
+    of every queued job (debit, ledger entry, job row). SQLAlchemy's per-execution machinery costs ~40 µs a
+    statement, the SQL itself ~5 µs (bench/RESULTS.md). The statements are still written in Core, so they stay
+    in step with the schema.
     """
 
-    def __init__(self, statement: Select[Any]) -> None:
+    def __init__(self, statement: Executable) -> None:
         compiled = statement.compile(dialect=sqlite.dialect())
         self.sql = str(compiled)
         self.param_order = list(compiled.positiontup or [])
-        self.columns = [c.key for c in statement.selected_columns]
+        self.columns = [c.key for c in statement.selected_columns] if isinstance(statement, Select) else []
 
-    def first(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any] | None:
-        cursor = conn.connection.driver_connection.execute(  # type: ignore[union-attr]
+    def _run(self, conn: Connection, params: dict[str, Any]) -> Any:
+        return conn.connection.driver_connection.execute(  # type: ignore[union-attr]
             self.sql, [params[name] for name in self.param_order]
         )
-        row = cursor.fetchone()
+
+    def first(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any] | None:
+        row = self._run(conn, params).fetchone()
         return dict(zip(self.columns, row, strict=True)) if row is not None else None
+
+    def execute(self, conn: Connection, params: dict[str, Any]) -> int:
+        """Run an INSERT/UPDATE; returns the number of rows it touched."""
+        return int(self._run(conn, params).rowcount)
+
+
+class _GroupCommitWriter:
+    """The one thread that writes. Transactions that arrive while it is busy are committed together.
+
+    Under load (many clients queueing at once) most of a small SQLite transaction's cost is its BEGIN/COMMIT and
+    the WAL pages it rewrites; when N waiting transactions share one commit, the index pages they all touch are
+    written once. Each caller's function still runs in its own SAVEPOINT, so one that raises is rolled back alone
+    and its caller gets the exception, while the others commit. Results are handed back only after the commit.
+    """
+
+    MAX_BATCH = 64
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._queue: queue.SimpleQueue[tuple[Callable[[Connection], Any], Future[Any]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="vidgate-db-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[Connection], T]) -> Future[T]:
+        future: Future[T] = Future()
+        self._queue.put((fn, future))
+        return future
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _loop(self) -> None:
+        conn = self._engine.connect()
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                batch = [item]
+                closing = False
+                while len(batch) < self.MAX_BATCH:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        closing = True
+                        break
+                    batch.append(nxt)
+                self._commit(conn, batch)
+                if closing:
+                    return
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _commit(conn: Connection, batch: list[tuple[Callable[[Connection], Any], Future[Any]]]) -> None:
+        outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
+        try:
+            with conn.begin():
+                if len(batch) == 1:
+                    fn, future = batch[0]
+                    outcomes.append((future, fn(conn), None))
+                else:
+                    for fn, future in batch:
+                        savepoint = conn.begin_nested()
+                        try:
+                            result = fn(conn)
+                        except Exception as exc:
+                            savepoint.rollback()
+                            outcomes.append((future, None, exc))
+                        else:
+                            savepoint.commit()
+                            outcomes.append((future, result, None))
+        except Exception as exc:  # the transaction itself failed (or a lone function raised): all of it is gone
+            for _, future in batch:
+                future.set_exception(exc)
+            return
+        for future, result, error in outcomes:
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
 
 
 class Database:
@@ -224,8 +315,7 @@ class Database:
             event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(self._write_engine, "begin", _sqlite_begin)
         self._reader: Connection | None = None
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidgate-db-writer")
-        self._writer_conn = threading.local()
+        self._writer = _GroupCommitWriter(self._write_engine)
 
     def create_schema(self) -> None:
         with self._write_engine.begin() as conn:
@@ -243,29 +333,16 @@ class Database:
     async def read(self, fn: Callable[[Connection], T]) -> T:
         return self.read_now(fn)
 
-    def _write_in_thread(self, fn: Callable[[Connection], T]) -> T:
-        conn: Connection | None = getattr(self._writer_conn, "conn", None)
-        if conn is None or conn.closed:
-            conn = self._writer_conn.conn = self._write_engine.connect()
-        with conn.begin():
-            return fn(conn)
-
     def write_now(self, fn: Callable[[Connection], T]) -> T:
         """Run a write transaction from synchronous code (the CLI): committed, or rolled back if it raises."""
-        return self._writer.submit(self._write_in_thread, fn).result()
+        return self._writer.submit(fn).result()
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn(conn)` as one transaction on the writer thread: committed, or rolled back if it raises."""
-        return await asyncio.wrap_future(self._writer.submit(self._write_in_thread, fn))
+        return await asyncio.wrap_future(self._writer.submit(fn))
 
     def dispose(self) -> None:
-        def close_writer() -> None:
-            conn = getattr(self._writer_conn, "conn", None)
-            if conn is not None:
-                conn.close()
-
-        self._writer.submit(close_writer).result()
-        self._writer.shutdown(wait=True)
+        self._writer.close()
         if self._reader is not None:
             self._reader.close()
         self._read_engine.dispose()

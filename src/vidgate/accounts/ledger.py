@@ -12,13 +12,13 @@ from decimal import Decimal
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
-from vidgate.db import accounts, ledger
+from vidgate.db import PreparedQuery, accounts, ledger
 from vidgate.errors import insufficient_balance
 
 MICROS = Decimal(1_000_000)
 
 # Prepared once: these run in every queue transaction.
-_DEBIT_IF_COVERED = (
+_DEBIT_IF_COVERED = PreparedQuery(
     update(accounts)
     .where(accounts.c.id == bindparam("account_id"), accounts.c.balance_micros >= bindparam("amount"))
     .values(balance_micros=accounts.c.balance_micros - bindparam("amount"))
@@ -28,7 +28,7 @@ _MOVE_BALANCE = (
     .where(accounts.c.id == bindparam("account_id"))
     .values(balance_micros=accounts.c.balance_micros + bindparam("amount"))
 )
-_APPEND = insert(ledger)
+_APPEND = PreparedQuery(insert(ledger).values({c.name: bindparam(c.name) for c in ledger.columns if c.name != "id"}))
 
 
 def usd_to_micros(usd: float | Decimal | str) -> int:
@@ -53,7 +53,7 @@ def create_account(conn: Connection, label: str = "", wallet_address: str | None
 
 
 def _entry(conn: Connection, account_id: str, amount_micros: int, kind: str, job_id: str | None, note: str) -> None:
-    conn.execute(_APPEND, {"account_id": account_id, "amount_micros": amount_micros, "kind": kind,
+    _APPEND.execute(conn, {"account_id": account_id, "amount_micros": amount_micros, "kind": kind,
                            "job_id": job_id, "note": note, "created_at": time.time()})
 
 
@@ -74,7 +74,7 @@ def charge_for_job(conn: Connection, account_id: str, job_id: str, amount_micros
 
     The balance check and the debit are one conditional UPDATE, so concurrent charges can never overdraw.
     """
-    if conn.execute(_DEBIT_IF_COVERED, {"account_id": account_id, "amount": amount_micros}).rowcount != 1:
+    if _DEBIT_IF_COVERED.execute(conn, {"account_id": account_id, "amount": amount_micros}) != 1:
         raise insufficient_balance()
     _entry(conn, account_id, -amount_micros, "CHARGE", job_id, "video job")
 

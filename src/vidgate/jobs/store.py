@@ -71,7 +71,7 @@ class Claim:
 
 _GET = select(jobs).where(jobs.c.id == bindparam("job_id"))
 _GET_FAST = PreparedQuery(_GET)  # every retrieve poll runs it
-_INSERT = insert(jobs)
+_INSERT = PreparedQuery(insert(jobs).values({c.name: bindparam(c.name) for c in jobs.columns}))
 _CLAIMABLE = (
     select(jobs.c.id, jobs.c.status, jobs.c.started_at)
     .where(
@@ -100,16 +100,17 @@ class JobStore:
     ) -> str:
         """Charge the account and store the job, in one transaction: no unpaid job, no jobless charge."""
         job_id = str(uuid.uuid4())
-        values = {
+        values = dict.fromkeys(jobs.columns.keys())
+        values.update({
             "id": job_id, "account_id": account_id, "model": model, "status": JobStatus.QUEUED.value,
             "request_json": json.dumps(request), "engine": engine, "price_micros": price_micros, "private": private,
             "created_at": time.time(), "attempts": 0, "progress": 0.0, "media_deleted": False,
             "download_revoked": False,
-        }
+        })
 
         def create(conn: Connection) -> None:
             charge_for_job(conn, account_id, job_id, price_micros)
-            conn.execute(_INSERT, values)
+            _INSERT.execute(conn, values)
 
         await self.db.write(create)
         return job_id
