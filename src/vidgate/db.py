@@ -16,6 +16,7 @@ Several processes (the API, the render workers, the CLI) share the file; `busy_t
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -46,6 +47,7 @@ from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.expression import Executable
 
 T = TypeVar("T")
+log = logging.getLogger("vidgate.db")
 
 metadata = MetaData()
 
@@ -242,13 +244,13 @@ class _GroupCommitWriter:
         self._thread.join()
 
     def _loop(self) -> None:
-        conn = self._engine.connect()
+        conn: Connection | None = None
         try:
             while True:
                 item = self._queue.get()
                 if item is None:
                     return
-                batch = [item]
+                batch = [item] if item[1].set_running_or_notify_cancel() else []
                 closing = False
                 while len(batch) < self.MAX_BATCH:
                     try:
@@ -258,12 +260,24 @@ class _GroupCommitWriter:
                     if nxt is None:
                         closing = True
                         break
-                    batch.append(nxt)
-                self._commit(conn, batch)
+                    # A caller that gave up (its task was cancelled) before we started: skip its work.
+                    if nxt[1].set_running_or_notify_cancel():
+                        batch.append(nxt)
+                if batch:
+                    try:
+                        if conn is None or conn.closed:
+                            conn = self._engine.connect()  # lazily: the database file may not exist yet
+                        self._commit(conn, batch)
+                    except BaseException as exc:  # never let the writer die: every later write would hang
+                        log.exception("database writer: a batch failed unexpectedly")
+                        for _, future in batch:
+                            if not future.done():
+                                future.set_exception(exc)
                 if closing:
                     return
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
     @staticmethod
     def _commit(conn: Connection, batch: list[tuple[Callable[[Connection], Any], Future[Any]]]) -> None:
@@ -318,8 +332,8 @@ class Database:
         self._writer = _GroupCommitWriter(self._write_engine)
 
     def create_schema(self) -> None:
-        with self._write_engine.begin() as conn:
-            metadata.create_all(conn)
+        # On the writer thread: the write engine's one connection belongs to it.
+        self.write_now(metadata.create_all)
 
     def _read_connection(self) -> Connection:
         if self._reader is None or self._reader.closed:
