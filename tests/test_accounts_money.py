@@ -81,8 +81,9 @@ async def test_insufficient_balance_is_402_and_stores_nothing(api: Api) -> None:
 
 
 async def test_concurrent_queues_exceeding_the_balance_never_overdraw(api: Api) -> None:
-    body = t2v_body(model="wan-2-7-text-to-video", resolution="720p")  # $0.35 each
-    key = await api.new_key(balance_usd=3.5)  # room for exactly 10
+    body = t2v_body(model="wan-2-7-text-to-video", resolution="720p")
+    price = (await api.post("/video/quote", body)).json()["quote"]
+    key = await api.new_key(balance_usd=round(price * 10, 2))  # room for exactly 10
     responses = await asyncio.gather(*(api.post("/video/queue", body, key) for _ in range(25)))
     codes = sorted(r.status_code for r in responses)
     assert codes.count(200) == 10 and codes.count(402) == 15

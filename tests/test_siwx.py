@@ -278,6 +278,13 @@ FAILURES: dict[str, tuple[Callable[[], dict[str, Any]], str]] = {
     "not before": (lambda: {"not_before": _now_offset(60)}, "NOT_BEFORE"),
     "wrong domain": (lambda: {"domain": "evil.example"}, "DOMAIN_MISMATCH"),
     "look-alike domain": (lambda: {"domain": "api.venice.ai.evil.example"}, "DOMAIN_MISMATCH"),
+    # The URI must be on this server's origin (or an allowed domain's https origin); Venice has no URI code.
+    "URI on another origin": (lambda: {"uri": "https://evil.example/api/v1/video/queue"}, "DOMAIN_MISMATCH"),
+    "URI on a look-alike host": (lambda: {"uri": "https://api.venice.ai.evil.example"}, "DOMAIN_MISMATCH"),
+    "URI with user info": (lambda: {"uri": "https://api.venice.ai@evil.example/"}, "DOMAIN_MISMATCH"),
+    "URI on another port": (lambda: {"uri": "http://testserver:8080/"}, "DOMAIN_MISMATCH"),
+    "URI over another scheme": (lambda: {"uri": "https://testserver/"}, "DOMAIN_MISMATCH"),
+    "URI that is not a URL": (lambda: {"uri": "api.venice.ai"}, "DOMAIN_MISMATCH"),
     "wrong chain": (lambda: {"chain_id": 1, "header_chain": None}, "UNSUPPORTED_CHAIN"),
     "chain mismatch": (lambda: {"header_chain": "eip155:1"}, "CHAIN_MISMATCH"),
     "missing chain line": (lambda: {"chain_id": None, "header_chain": None}, "UNSUPPORTED_CHAIN"),
@@ -613,6 +620,22 @@ def test_domain_is_compared_without_protocol_port_or_case(plain_settings: Settin
 @pytest.mark.parametrize("chain", [8453, "8453", "eip155:8453", None])
 def test_every_spelling_of_base_is_accepted(plain_settings: Settings, chain: object) -> None:
     assert verify_siwx_header(Wallet().header(header_chain=chain), plain_settings).chain_id == "eip155:8453"
+
+
+@pytest.mark.parametrize(("uri", "accepted"), [
+    ("https://api.venice.ai", True), ("https://API.venice.ai:443/any/path?q=1", True), ("https://venice.ai/", True),
+    ("https://gw.example.com/api/v1/video/queue", True), ("https://gw.example.com:443", True),
+    ("http://gw.example.com/", False), ("https://gw.example.com:8443/", False), ("https://other.example.com", False),
+    ("http://api.venice.ai", False), ("https://gw.example.com.evil.example", False), ("urn:uuid:1", False),
+])
+def test_uri_must_be_on_the_servers_origin(plain_settings: Settings, uri: str, accepted: bool) -> None:
+    header = Wallet().header(uri=uri)
+    if accepted:
+        verify_siwx_header(header, plain_settings, server_origin="https://gw.example.com/base/")
+    else:
+        with pytest.raises(SiwxError) as failure:
+            verify_siwx_header(header, plain_settings, server_origin="https://gw.example.com/base/")
+        assert failure.value.code == "X402_SIGN_IN_DOMAIN_MISMATCH"
 
 
 def test_issued_at_up_to_30_seconds_ahead_is_accepted(plain_settings: Settings) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -22,8 +23,11 @@ app = typer.Typer(help="vidgate: a self-hostable, Venice-compatible video genera
                   no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 accounts_app = typer.Typer(help="Account administration.", no_args_is_help=True)
+catalog_app = typer.Typer(help="The model catalogue: check an operator's file, sync from another server.",
+                          no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(accounts_app, name="accounts")
+app.add_typer(catalog_app, name="catalog")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -69,6 +73,7 @@ def serve(
     from vidgate.supervisor import WorkerSupervisor
 
     settings = _settings(data_dir, workers=workers)
+    _check_catalog(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     first_key = _bootstrap(settings, ensure_first_account)
     if first_key is not None:
@@ -82,6 +87,20 @@ def serve(
         uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
     finally:
         supervisor.stop()
+
+
+def _check_catalog(settings: Settings) -> int:
+    """Load the catalogue and price overrides the way the server will; a bad record stops the start here."""
+    from vidgate.catalog.models import CatalogError, load_catalog
+    from vidgate.catalog.pricing import PriceTable
+
+    try:
+        catalog = load_catalog(settings.catalog_file)
+        PriceTable.load(settings.price_file)
+    except CatalogError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    return len(catalog)
 
 
 def _bootstrap(settings: Settings, action: Callable[[Database, Settings], T]) -> T:
@@ -100,7 +119,53 @@ def worker(data_dir: DataDirOption = None) -> None:
     """Run one render worker process (`vidgate serve` starts these itself)."""
     from vidgate.worker import run_worker_process
 
-    run_worker_process(_settings(data_dir))
+    settings = _settings(data_dir)
+    _check_catalog(settings)
+    run_worker_process(settings)
+
+
+@catalog_app.command("check")
+def catalog_check(
+    file: Annotated[Path | None, typer.Argument(help="An operator catalogue file [default: VIDGATE_CATALOG_FILE]")]
+    = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Load the shipped catalogue with an operator's file (and VIDGATE_PRICE_FILE) applied; report problems."""
+    settings = _settings(data_dir, **({"catalog_file": file} if file else {}))
+    count = _check_catalog(settings)
+    with_file = f" (with {settings.catalog_file})" if settings.catalog_file else ""
+    console.print(f"catalogue OK: {count} models{with_file}")
+
+
+@catalog_app.command("sync")
+def catalog_sync(
+    source: Annotated[str, typer.Option("--from", help="Base URL of a Venice-compatible API, e.g. "
+                                                       "https://api.venice.ai/api/v1")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the catalogue file")] = Path("catalog-sync.json"),
+    api_key_env: Annotated[str | None, typer.Option(help="Environment variable holding an API key to send")] = None,
+    quotes: Annotated[bool, typer.Option(help="Ask /video/quote for sample prices of the models it adds")] = True,
+) -> None:
+    """Read a server's `/models?type=video` (and sample quotes) into a catalogue file to review and load."""
+    import httpx
+
+    from vidgate.catalog.models import load_catalog
+    from vidgate.catalog.sync import SyncError, sync_catalog
+
+    key = os.environ.get(api_key_env) if api_key_env else None
+    if api_key_env and not key:
+        err_console.print(f"[bold red]error:[/] the variable {api_key_env} is not set")
+        raise typer.Exit(2)
+    try:
+        with httpx.Client(base_url=source.rstrip("/"), timeout=30,
+                          headers={"Authorization": f"Bearer {key}"} if key else {}) as client:
+            result = sync_catalog(client, load_catalog(), quotes=quotes)
+    except (SyncError, httpx.HTTPError) as exc:
+        err_console.print(f"[bold red]error:[/] {source}: {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    out.write_text(json.dumps(result.data, indent=1) + "\n")
+    console.print(f"wrote {out}: {len(result.data['models'])} new, {len(result.data['update'])} changed, "
+                  f"{len(result.unchanged)} unchanged; {len(result.missing)} local models the server does not list")
+    console.print(f"review it, then start with VIDGATE_CATALOG_FILE={out}")
 
 
 @keys_app.command("create")

@@ -1,7 +1,7 @@
 """Seedance face-media consent (SPEC §5): which inputs show a face, which of those this account already attested,
 and the attestations themselves.
 
-The rule, per request to one of the consent-era Seedance ids (`CONSENT_MODEL_IDS`; never `*-basic`, never
+The rule, per request to one of the consent-era Seedance ids (the records with `face_consent`; never `*-basic`, never
 text-to-video):
 
 - Candidate media are the inputs in the face-eligible fields (`ROLE_BY_FIELD`), grouped by the sha256 of their
@@ -43,12 +43,6 @@ from vidgate.settings import Settings
 log = logging.getLogger("vidgate.consent")
 
 PROVIDER = "seedance"
-CONSENT_MODEL_IDS = frozenset({
-    "seedance-2-0-image-to-video",
-    "seedance-2-0-reference-to-video",
-    "seedance-2-0-fast-image-to-video",
-    "seedance-2-0-fast-reference-to-video",
-})
 # Request field (PreparedInputs.probed key) -> face_media_roles value.
 ROLE_BY_FIELD = {
     "image_url": "image",
@@ -62,7 +56,7 @@ VIDEO_SAMPLES = 5
 
 
 def applies_to(spec: ModelSpec) -> bool:
-    return spec.id in CONSENT_MODEL_IDS
+    return spec.face_consent
 
 
 def ordered_roles(roles: Iterable[str]) -> list[str]:

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 
-from vidgate.catalog.request import VideoRequest
+from vidgate.catalog.request import JobPayload
 from vidgate.db import Database
 from vidgate.engines.planning import plan_render
 from vidgate.engines.registry import engine_for
@@ -32,7 +32,7 @@ class LeaseLost(Exception):
     """Another worker owns the job now; this render must stop."""
 
 
-def discard_inputs(request: VideoRequest) -> None:
+def discard_inputs(request: JobPayload) -> None:
     """The fetched inputs are only needed until the job is finished one way or the other."""
     if request.inputs_dir:
         shutil.rmtree(request.inputs_dir, ignore_errors=True)
@@ -88,7 +88,7 @@ class Worker:
     async def process(self, claim: Claim) -> None:
         job, token = claim.job, claim.token
         log.info("job %s attempt %d: rendering %s", job.id, job.attempts, job.model)
-        request = VideoRequest.from_json(job.request)
+        request = JobPayload.from_json(job.request)
         spec = plan_render(job.engine, request)
         engine = engine_for(job.engine, preset=self.settings.x264_preset, crf=self.settings.x264_crf,
                             upscale_method=self.settings.upscale_method)

@@ -20,6 +20,13 @@ silent, made here on purpose:
 - A message lacking its `Nonce` or `Issued At` line is `INVALID_MESSAGE` (Venice's docs say so); an empty nonce,
   or Form B without one, is `MISSING_NONCE`. Nonces must be 8+ letters/digits (the EIP-4361 ABNF).
 - `notBefore` and `expirationTime` get no clock-skew allowance; `issuedAt` may be up to 30 s in the future.
+- The message's `URI` must be on an origin this server answers for (scheme, host and port; the path is free),
+  as the x402 SIWX validators and siwe's strict mode require: this server's own origin (`public_base_url`, else
+  the request's), or the `https` origin of a domain in `siwx_allowed_domains`. The latter because the domain
+  allow-list already accepts messages bound to `api.venice.ai`, and Venice documents `uri: https://api.venice.ai`
+  for its clients (OAS `siwx` scheme); refusing that URI would refuse Venice's own client recipe. Venice itself
+  does not check the URI (X402.md §2.6). Venice's code list has no URI code, so a foreign origin is
+  `DOMAIN_MISMATCH`: the message is bound to another server, which is what that code says for `domain`.
 """
 
 from __future__ import annotations
@@ -272,6 +279,37 @@ def domain_host(value: str) -> str:
     return (host or "").rstrip(".").lower()
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def uri_origin(value: str) -> tuple[str, str, int] | None:
+    """`https://API.example.com/x` -> `("https", "api.example.com", 443)`; None unless an absolute http(s) URI
+    with a host. User info is not part of an origin (`https://a.com@evil.example` is evil.example)."""
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:  # a bad port or a malformed IPv6 literal
+        return None
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").rstrip(".")
+    if scheme not in DEFAULT_PORTS or not host:
+        return None
+    return scheme, host, port or DEFAULT_PORTS[scheme]
+
+
+def accepted_origins(settings: Settings, server_origin: str | None) -> set[tuple[str, str, int]]:
+    """The origins a message's URI may name: the server's own (a URL; only its origin counts) and the https
+    origin of each allowed SIWX domain."""
+    candidates = [d if "://" in d else f"https://{d.strip()}" for d in settings.siwx_allowed_domains]
+    if server_origin:
+        candidates.append(server_origin)
+    return {origin for origin in map(uri_origin, candidates) if origin is not None}
+
+
+def check_uri(message: SiwxMessage, settings: Settings, server_origin: str | None) -> None:
+    if uri_origin(message.uri) not in accepted_origins(settings, server_origin):
+        raise SiwxError("DOMAIN_MISMATCH", f"Sign-in URI {message.uri!r} is not on this server's origin")
+
+
 def parse_time(value: str | None, label: str) -> float | None:
     if value is None:
         return None
@@ -356,9 +394,12 @@ def is_solana_address(address: str) -> bool:
         return False
 
 
-def read_siwx_header(value: str, settings: Settings, now: float | None = None) -> SiwxProof:
+def read_siwx_header(
+    value: str, settings: Settings, now: float | None = None, *, server_origin: str | None = None
+) -> SiwxProof:
     """Decode the header and check everything but the signature. Cheap checks first: the signature is the
-    expensive part."""
+    expensive part. `server_origin` is the server's public base URL (the API passes the one it answers on);
+    without it only the allowed domains' origins are accepted as the message's URI."""
     now = time.time() if now is None else now
     payload = decode_header(value)
     address, signature = payload.get("address"), payload.get("signature")
@@ -397,6 +438,7 @@ def read_siwx_header(value: str, settings: Settings, now: float | None = None) -
     allowed = {domain_host(d) for d in settings.siwx_allowed_domains}
     if domain_host(message.domain) not in allowed:
         raise SiwxError("DOMAIN_MISMATCH", f"Sign-in domain {message.domain!r} is not accepted by this server")
+    check_uri(message, settings, server_origin)
     if message.version != "1":
         raise SiwxError("INVALID_MESSAGE", "Sign-in message Version must be 1")
     chain_id = check_chain(payload, message, solana, settings)
@@ -442,22 +484,25 @@ def signature_recovers(proof: SiwxProof) -> bool:
     return signer.lower() == proof.address.lower()
 
 
-def verify_siwx_header(value: str, settings: Settings, now: float | None = None) -> SiwxIdentity:
+def verify_siwx_header(
+    value: str, settings: Settings, now: float | None = None, *, server_origin: str | None = None
+) -> SiwxIdentity:
     """Check a header fully, offline (EOA and Ed25519 signatures only). Raises SiwxError."""
-    proof = read_siwx_header(value, settings, now)
+    proof = read_siwx_header(value, settings, now, server_origin=server_origin)
     if not signature_recovers(proof):
         raise SiwxError("INVALID_SIGNATURE", "Sign-in signature does not match the address")
     return proof.identity("ed25519" if proof.solana else "eip191")
 
 
 async def verify_siwx(
-    value: str, settings: Settings, now: float | None = None, *, client: httpx.AsyncClient | None = None
+    value: str, settings: Settings, now: float | None = None, *, server_origin: str | None = None,
+    client: httpx.AsyncClient | None = None,
 ) -> SiwxIdentity:
     """`verify_siwx_header`, plus EIP-1271 smart wallets when `eip1271_rpc_url` is configured.
 
     EVM recovery is pure Python here (~5 ms without coincurve), so it runs off the event loop.
     """
-    proof = read_siwx_header(value, settings, now)
+    proof = read_siwx_header(value, settings, now, server_origin=server_origin)
     if await asyncio.to_thread(signature_recovers, proof):
         return proof.identity("ed25519" if proof.solana else "eip191")
     rpc_url = settings.eip1271_rpc_url

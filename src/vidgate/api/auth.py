@@ -7,6 +7,12 @@ A wallet sign-in, in order: verify the header (401 `X402_SIGN_IN_*`), consume it
 every API process sharing it agrees; consumed as soon as the signature verifies, even if the request then
 fails), find or create the wallet's account, apply the rate limit, require the minimum credit (402 with the
 balance document), and hold one of the wallet's in-flight slots until the response ends (429).
+
+Balance headers (SPEC §1 "Response headers": `x-venice-balance-usd` and `x-venice-balance-diem`, the balance
+*before* the request, on authenticated requests) go on every response to a request with a valid credential, from
+the balance read together with that credential (no second query): `authenticate` on the wallet-capable routes,
+`authenticate_wallet_owner` on `/x402/balance|transactions`, and `optional_key_owner` on the routes where auth is
+optional (`GET /models`, `/video/quote`). Accounts here hold no Diem, so its header is always zero.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from vidgate.accounts.keys import authenticate_key
+from vidgate.accounts.keys import KeyOwner, authenticate_key
 from vidgate.accounts.ledger import format_usd, usd_to_micros
 from vidgate.accounts.siwx import SiwxError, SiwxIdentity, normalize_wallet, verify_siwx
 from vidgate.accounts.wallets import WalletAccount, record_challenge, sign_in
@@ -49,9 +55,17 @@ class Principal:
     wallet: str | None = None  # set for Sign-In-With-X callers
 
 
+def public_base(ctx: AppContext, request: Request) -> str:
+    """The server's public base URL: `public_base_url` if set, else the scheme and host the request came to."""
+    return ctx.settings.public_base_url or str(request.base_url)
+
+
 def resource_url(ctx: AppContext, request: Request) -> str:
-    base = ctx.settings.public_base_url or str(request.base_url)
-    return base.rstrip("/") + request.url.path
+    return public_base(ctx, request).rstrip("/") + request.url.path
+
+
+def balance_headers(balance_micros: int) -> dict[str, str]:
+    return {"x-venice-balance-usd": format_usd(balance_micros), "x-venice-balance-diem": format_usd(0)}
 
 
 class PaymentHeaderNotAccepted(BadRequest):
@@ -202,11 +216,11 @@ async def insufficient_credit(ctx: AppContext, request: Request, balance_micros:
     return PaymentRequired(body, headers={"PAYMENT-REQUIRED": payment_required_header(protocol, "Payment required")})
 
 
-async def sign_in_wallet(ctx: AppContext, value: str) -> tuple[SiwxIdentity, WalletAccount]:
-    """Verify a SIWX header and consume its nonce; the wallet's account (created on first sign-in).
-    Raises SignInFailed (401)."""
+async def sign_in_wallet(ctx: AppContext, request: Request, value: str) -> tuple[SiwxIdentity, WalletAccount]:
+    """Verify a SIWX header (its URI must be on this server's origin, see accounts/siwx.py) and consume its
+    nonce; the wallet's account (created on first sign-in). Raises SignInFailed (401)."""
     try:
-        identity = await verify_siwx(value, ctx.settings)
+        identity = await verify_siwx(value, ctx.settings, server_origin=public_base(ctx, request))
     except SiwxError as exc:
         raise SignInFailed(exc.code, exc.message) from None
     now, ttl = time.time(), ctx.settings.siwx_nonce_ttl_seconds
@@ -218,13 +232,13 @@ async def sign_in_wallet(ctx: AppContext, value: str) -> tuple[SiwxIdentity, Wal
 
 def apply_rate_limit(ctx: AppContext, request: Request, account_id: str, balance_micros: int, bucket: str) -> None:
     decision = ctx.limiter.hit(account_id, bucket)
-    add_headers(request, {"x-venice-balance-usd": format_usd(balance_micros), **decision.headers()})
+    add_headers(request, {**balance_headers(balance_micros), **decision.headers()})
     if not decision.allowed:
         raise RateLimited(headers={"Retry-After": str(max(1, decision.reset_ms // 1000 - int(time.time())))})
 
 
 async def authenticate_wallet(ctx: AppContext, request: Request, bucket: str, value: str) -> Principal:
-    identity, account = await sign_in_wallet(ctx, value)
+    identity, account = await sign_in_wallet(ctx, request, value)
     apply_rate_limit(ctx, request, account.account_id, account.balance_micros, bucket)
     settings = ctx.settings
     if account.balance_micros < usd_to_micros(settings.x402_minimum_balance_usd):
@@ -249,15 +263,43 @@ async def authenticate(ctx: AppContext, request: Request, bucket: str) -> Princi
     authorization = request.headers.get("authorization")
     if not authorization:
         raise await discovery_required(ctx, request)
-    scheme, _, key = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        raise AuthenticationFailed()
-    pepper = ctx.settings.resolved_secret_key
-    owner = await ctx.db.read(lambda conn: authenticate_key(conn, key.strip(), pepper))
+    owner = await bearer_key_owner(ctx, authorization)
     if owner is None:
         raise AuthenticationFailed()
     apply_rate_limit(ctx, request, owner.account_id, owner.balance_micros, bucket)
     return Principal(owner.account_id, owner.balance_micros)
+
+
+async def bearer_key_owner(ctx: AppContext, authorization: str) -> KeyOwner | None:
+    """The owner (and balance, in the same query) of the key in an `Authorization: Bearer` value; None for
+    another scheme, an empty key, or a key that is unknown or revoked."""
+    scheme, _, key = authorization.partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        return None
+    pepper = ctx.settings.resolved_secret_key
+    return await ctx.db.read(lambda conn: authenticate_key(conn, key, pepper))
+
+
+async def optional_key_owner(ctx: AppContext, request: Request) -> KeyOwner | None:
+    """For routes where auth is optional (`GET /models`: OAS `security: [{}, BearerAuth]`; `/video/quote`: no
+    security): a valid Bearer key gets the balance headers; nothing else changes the answer.
+
+    - No `Authorization` header: anonymous, no header.
+    - An invalid key (unknown, revoked, not Bearer): also answered as anonymous, no balance header, never
+      401/402. SPEC documents 401 for a bad key only on routes that need one, and nothing for these routes;
+      the operation explicitly allows no auth, so we keep it usable rather than guess a 401.
+    - A `SIGN-IN-WITH-X` header is ignored here: these are not wallet routes (Venice ignores SIWX on routes
+      that do not list it, X402.md §2.6), and verifying it would burn the caller's single-use nonce.
+    No rate limit is applied (Venice documents limits for queue and retrieve only).
+    """
+    authorization = request.headers.get("authorization")
+    if not authorization:
+        return None
+    owner = await bearer_key_owner(ctx, authorization)
+    if owner is not None:
+        add_headers(request, balance_headers(owner.balance_micros))
+    return owner
 
 
 async def authenticate_wallet_owner(ctx: AppContext, request: Request, wallet: str, what: str) -> WalletAccount:
@@ -270,9 +312,10 @@ async def authenticate_wallet_owner(ctx: AppContext, request: Request, wallet: s
     if value is None:
         raise await discovery_required(ctx, request, priced=False)
     try:
-        identity, account = await sign_in_wallet(ctx, value)
+        identity, account = await sign_in_wallet(ctx, request, value)
     except SignInFailed as exc:
         raise SignInFailed(exc.code, X402_ROUTE_SIGN_IN_MESSAGE) from None
+    add_headers(request, balance_headers(account.balance_micros))
     if normalize_wallet(wallet) != identity.address:
         raise WalletMismatch(f"You can only access {what} for your own wallet")
     return account

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
 from vidgate.api.ratelimit import RateLimiter
 from vidgate.catalog.models import Catalog, ModelSpec, load_catalog
 from vidgate.catalog.pricing import PriceTable
-from vidgate.catalog.request import VideoRequest
+from vidgate.catalog.request import MediaFacts, VideoRequest
 from vidgate.db import Database
 from vidgate.jobs.store import JobStore, p80
 from vidgate.media.fetch import GuardedFetcher
@@ -55,21 +54,13 @@ class AppContext:
             ),
         )
 
-    async def prepare_media(self, req: VideoRequest, spec: ModelSpec) -> PreparedInputs | None:
-        """Fetch, probe and check the request's media, and record what pricing needs from it."""
+    async def prepare_media(self, req: VideoRequest, spec: ModelSpec) -> tuple[PreparedInputs | None, MediaFacts]:
+        """Fetch, probe and check the request's media; the files, and the measured facts pricing reads."""
         if not req.media:
-            return None
+            return None, MediaFacts()
         prepared = await prepare_inputs(req, spec, fetcher=self.fetcher,
                                         staging_root=self.settings.data_dir / "inputs")
-        req.inputs, req.inputs_dir = prepared.inputs, str(prepared.directory)
-        source = prepared.first_info("video_url")
-        if spec.is_upscale and isinstance(source, VideoInfo):
-            req.duration_s = math.ceil(source.duration)
-            req.input_height, req.input_fps = source.height, source.fps
-        clips = [info for _, info in prepared.probed.get("reference_video_urls", [])]
-        if clips:
-            req.reference_video_total_duration = sum(c.duration for c in clips if isinstance(c, VideoInfo))
-        return prepared
+        return prepared, media_facts(prepared)
 
     async def average_execution_ms(self, model: str) -> int:
         """P80 of this model's past jobs (cached briefly: retrieve is polled often)."""
@@ -80,3 +71,16 @@ class AppContext:
         value = p80(await self.store.recent_execution_ms(model)) or self.settings.default_average_execution_ms
         self._p80_cache[model] = (now, value)
         return value
+
+
+def media_facts(prepared: PreparedInputs) -> MediaFacts:
+    """The measured facts of prepared media that pricing needs (source length and size, reference seconds)."""
+    source = prepared.first_info("video_url")
+    clips = [info for _, info in prepared.probed.get("reference_video_urls", []) if isinstance(info, VideoInfo)]
+    return MediaFacts(
+        source_seconds=source.duration if isinstance(source, VideoInfo) else None,
+        source_height=source.height if isinstance(source, VideoInfo) else None,
+        source_fps=source.fps if isinstance(source, VideoInfo) else None,
+        reference_video_seconds=sum(c.duration for c in clips) if clips else None,
+        reference_image_count=len(prepared.probed.get("reference_image_urls", [])),
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.routing import Route
 
+from vidgate.api.auth import optional_key_owner
 from vidgate.api.http import API_PREFIX, JSONResponse
 from vidgate.api.video import ctx_of
 from vidgate.catalog.validation import expected_list
@@ -15,6 +16,9 @@ MODEL_TYPES = ("asr", "embedding", "image", "music", "text", "tts", "upscale", "
 
 async def list_models(request: Request) -> JSONResponse:
     ctx = ctx_of(request)
+    # Auth is optional here (OAS `security: [{}, BearerAuth]`). A valid key gets its balance headers, on this
+    # response whatever it is; no key, or an invalid one, still gets the list (see optional_key_owner).
+    await optional_key_owner(ctx, request)
     model_type = request.query_params.get("type")
     if model_type is not None and model_type not in MODEL_TYPES:
         raise invalid("type", f"Invalid enum value. Expected {expected_list(MODEL_TYPES)}, received '{model_type}'",

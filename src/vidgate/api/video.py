@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from vidgate.api.auth import authenticate
+from vidgate.api.auth import authenticate, optional_key_owner
 from vidgate.api.context import AppContext
 from vidgate.api.http import (
     API_PREFIX,
@@ -23,10 +23,11 @@ from vidgate.api.http import (
 )
 from vidgate.catalog.models import ModelSpec
 from vidgate.catalog.pricing import quote
+from vidgate.catalog.request import JobPayload, MediaFacts
 from vidgate.catalog.validation import validate_queue, validate_quote
 from vidgate.consent import check_consent, record_consent
 from vidgate.engines.registry import ensure_renderable
-from vidgate.errors import InferenceFailed, NotFound, invalid, media_not_found
+from vidgate.errors import Gone, InferenceFailed, NotFound, invalid, media_not_found
 from vidgate.jobs.states import JobStatus, wire_status
 from vidgate.jobs.store import Job
 from vidgate.jobs.wakeup import notify_workers
@@ -39,13 +40,19 @@ def ctx_of(request: Request) -> AppContext:
 def lookup_model(ctx: AppContext, request: Request, model_id: str) -> ModelSpec:
     spec = ctx.catalog.get(model_id)
     if spec is None:
+        if model_id in ctx.catalog.retired:
+            # CHANGES §9.4: a removed model that Venice does not remap answers 410 Gone.
+            raise Gone(f"Model {model_id} has been removed ({ctx.catalog.retired[model_id]}) and is no longer "
+                       "available; GET /api/v1/models lists the models offered")
         raise invalid("model", f"Specified model not found: {model_id}", code="invalid_model")
     headers = {"x-venice-model-id": spec.id, "x-venice-model-name": spec.name}
     if spec.deprecation:
-        headers["x-venice-model-deprecation-warning"] = (
-            f"{spec.id} is deprecated and will be removed on {spec.deprecation.get('date')}"
-        )
-        headers["x-venice-model-deprecation-date"] = str(spec.deprecation.get("date"))
+        when = spec.deprecation.removes_at or spec.deprecation.date
+        warning = f"{spec.id} is deprecated and will be removed on {when}"
+        if spec.deprecation.replacement:
+            warning += f"; use {spec.deprecation.replacement}"
+        headers["x-venice-model-deprecation-warning"] = warning
+        headers["x-venice-model-deprecation-date"] = when
     add_headers(request, headers)
     return spec
 
@@ -57,15 +64,17 @@ def download_url(ctx: AppContext, request: Request, queue_id: str) -> str:
 
 async def quote_video(request: Request) -> JSONResponse:
     ctx = ctx_of(request)
+    await optional_key_owner(ctx, request)  # a valid key gets its balance headers here too
     body = await read_json_object(request, ctx.settings.max_body_bytes)
     spec = lookup_model(ctx, request, require_model_field(body))
     req = validate_quote(body, spec)
-    if spec.is_upscale and req.duration_s is None and req.media.get("video_url"):
+    facts = MediaFacts()
+    if spec.duration_from_input and req.duration_s is None and req.media.get("video_url"):
         # Quote from the video itself: fetch and probe it for its length, height and fps, then drop it.
-        prepared = await ctx.prepare_media(req, spec)
+        prepared, facts = await ctx.prepare_media(req, spec)
         if prepared is not None:
             prepared.discard()
-    return JSONResponse({"quote": quote(req, spec, ctx.prices).as_float()})
+    return JSONResponse({"quote": quote(req, facts, spec, ctx.prices).as_float()})
 
 
 async def queue_video(request: Request) -> JSONResponse:
@@ -74,25 +83,28 @@ async def queue_video(request: Request) -> JSONResponse:
     body = await read_json_object(request, ctx.settings.max_body_bytes)
     spec = lookup_model(ctx, request, require_model_field(body))
     req = validate_queue(body, spec)
-    ensure_renderable(spec, req)
+    ensure_renderable(spec)
     # Media is fetched and checked before the charge, so a bad input costs nothing.
-    prepared = await ctx.prepare_media(req, spec)
+    prepared, facts = await ctx.prepare_media(req, spec)
     try:
         # Seedance face-media consent (SPEC §5): decided before the charge; a 409 lands in the except below.
         grant = await check_consent(ctx.db, ctx.settings, principal.account_id, spec, req, prepared)
-        price = quote(req, spec, ctx.prices)
+        price = quote(req, facts, spec, ctx.prices)
+        payload = JobPayload.of(req, prepared.inputs if prepared else {},
+                                str(prepared.directory) if prepared else None, workflows=spec.workflows)
         await record_consent(ctx.db, grant, request.scope.get("state", {}).get("request_id", ""))
         queue_id = await ctx.store.create_paid_job(
-            account_id=principal.account_id, model=spec.id, request=req.to_json(), engine=spec.engine,
-            price_micros=price.micros, private=spec.is_private,
+            account_id=principal.account_id, model=spec.id, request=payload.to_json(), engine=spec.engine,
+            price_micros=price.micros, private=spec.download_url,
         )
     except BaseException:
         if prepared is not None:
             prepared.discard()
         raise
     notify_workers(ctx.settings.wake_dir)
-    response: dict[str, Any] = {"model": spec.id, "queue_id": queue_id}
-    if spec.is_private:
+    # The id the client sent (a dotted Wan 3.0 alias included) is echoed (CHANGES §2.2, GUESS).
+    response: dict[str, Any] = {"model": req.model_echo, "queue_id": queue_id}
+    if spec.download_url:
         response["download_url"] = download_url(ctx, request, queue_id)
     return JSONResponse(response)
 
@@ -108,7 +120,8 @@ async def owned_job(request: Request, bucket: str) -> tuple[AppContext, Job, dic
     model = require_string(body, "model")
     queue_id = require_string(body, "queue_id")
     job = await ctx.store.get(queue_id)
-    if job is None or job.account_id != principal.account_id or job.model != model:
+    known = ctx.catalog.get(model)  # a Wan 3.0 dotted alias names the same model
+    if job is None or job.account_id != principal.account_id or job.model != (known.id if known else model):
         raise media_not_found()
     return ctx, job, body
 

@@ -1,19 +1,18 @@
-"""Prices: a configurable table, and `quote(request, spec, table)` as a pure function of the three.
+"""Prices: each model's pricing rule (its catalogue record), an operator's overrides, and `quote(...)`.
 
-Venice publishes no per-model video prices (SPEC §10), so the defaults are ours, chosen so the documented
-examples come out right: wan-2.5-preview 10 s 1080p = $0.085, wan-2-7 t2v 5 s 720p = $0.35, and the topaz
-upscale tiers ($0.013 / $0.025 / $0.10 per output second by output height, x2 above 48 fps).
+The shipped rules reproduce Venice's published `/video/quote` answers of 2026-09-29 (PRICE-SEP; fitted by
+`tools/fit_venice_prices.py`, rule kinds in `catalog/price_rules.py`). An operator's price file
+(`VIDGATE_PRICE_FILE`, JSON) replaces the rule of the models it names, by exact id or glob pattern, and can add
+a markup on top of every price:
 
-An operator's price file (JSON) is merged over the defaults:
+    {"models": {"wan-2.5-preview-*": {"kind": "per_second", ...},  "my-model": {...}},
+     "markup_percent": 0}
 
-    {"default": {"per_second": {"720p": 0.07}, "audio_multiplier": 1.25},
-     "models": {"wan-2.5-preview-*": {"per_second": {"1080p": 0.0085}}, "my-model": {"fixed": 0.5}},
-     "upscale": {"tiers": [[720, 0.013], [1080, 0.025], [null, 0.10]]}}
+`quote(request, facts, spec, prices)` is a pure function of its arguments.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from dataclasses import dataclass, field
@@ -22,70 +21,54 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from vidgate.catalog.models import ModelSpec
-from vidgate.catalog.request import VideoRequest
+from pydantic import ValidationError
+
+from vidgate.catalog.models import CatalogError, ModelSpec
+from vidgate.catalog.price_rules import PriceInputs, PriceRule, parse_rule, price_usd
+from vidgate.catalog.request import MediaFacts, VideoRequest
 from vidgate.errors import invalid
 
 MICROS_PER_USD = 1_000_000
 MINIMUM_PRICE_USD = Decimal("0.001")  # the OAS x-payment-info minimum
 
-DEFAULT_PRICE_TABLE: dict[str, Any] = {
-    "default": {
-        # USD per output second, by resolution; "*" is used by models without a resolution choice.
-        "per_second": {
-            "256p": 0.02, "360p": 0.03, "480p": 0.04, "540p": 0.05, "580p": 0.05, "720p": 0.07,
-            "768P": 0.07, "1080p": 0.10, "true_1080p": 0.12, "1440p": 0.15, "2K": 0.15,
-            "2160p": 0.25, "4k": 0.25, "*": 0.10,
-        },
-        # Applied when a model's audio is optional and the request turns it on.
-        "audio_multiplier": 1.25,
-    },
-    "models": {
-        "wan-2.5-preview-*": {"per_second": {"480p": 0.004, "720p": 0.006, "1080p": 0.0085}},
-    },
-    "upscale": {
-        # [max output height (inclusive), USD per output second]; null = no upper bound.
-        "tiers": [[720, 0.013], [1080, 0.025], [None, 0.10]],
-        "high_fps_threshold": 48,
-        "high_fps_multiplier": 2,
-        # Quotes without input_height assume this input height (a conservative estimate, G-UPS).
-        "default_input_height": 1080,
-    },
-}
-
-
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
 
 @dataclass(frozen=True)
 class PriceTable:
-    table: dict[str, Any]
-    # Merged rule per model id, computed once: quoting runs on every queue request.
-    _rules: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False, repr=False)
+    """The operator's overrides; a model they do not name is priced by its own record."""
+
+    overrides: tuple[tuple[str, PriceRule], ...] = ()
+    markup_percent: Decimal = Decimal(0)
+    _rules: dict[str, PriceRule] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def load(cls, price_file: Path | None = None) -> PriceTable:
-        table = DEFAULT_PRICE_TABLE
-        if price_file is not None:
-            table = _merge(table, json.loads(Path(price_file).read_text()))
-        return cls(table)
+        if price_file is None:
+            return cls()
+        try:
+            data: dict[str, Any] = json.loads(Path(price_file).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CatalogError(f"{price_file}: cannot read the price file: {exc}") from None
+        unknown = set(data) - {"models", "markup_percent"}
+        if unknown:
+            raise CatalogError(f"{price_file}: unknown key(s) {sorted(unknown)}; use models and markup_percent")
+        overrides = []
+        for pattern, rule in data.get("models", {}).items():
+            try:
+                overrides.append((pattern, parse_rule(rule)))
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise CatalogError(f"{price_file}: the rule for {pattern!r} is invalid: {where}: {first['msg']}") \
+                    from None
+        return cls(tuple(overrides), Decimal(str(data.get("markup_percent", 0))))
 
-    def model_rule(self, model_id: str) -> dict[str, Any]:
-        """The defaults with the first matching model rule (exact id first, then glob patterns) on top."""
-        cached = self._rules.get(model_id)
+    def rule_for(self, spec: ModelSpec) -> PriceRule:
+        """The operator's rule for this model (exact id first, then the first matching glob), else the record's."""
+        cached = self._rules.get(spec.id)
         if cached is None:
-            models: dict[str, Any] = self.table.get("models", {})
-            rule = models.get(model_id)
-            if rule is None:
-                rule = next((r for pattern, r in models.items() if fnmatchcase(model_id, pattern)), {})
-            cached = self._rules[model_id] = _merge(self.table["default"], rule)
+            exact = next((r for p, r in self.overrides if p == spec.id), None)
+            cached = exact or next((r for p, r in self.overrides if fnmatchcase(spec.id, p)), spec.pricing)
+            self._rules[spec.id] = cached
         return cached
 
 
@@ -102,57 +85,39 @@ class Quote:
         return float(self.usd)
 
 
-def _round(usd: float) -> Decimal:
-    value = Decimal(str(usd)).quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
-    return max(value, MINIMUM_PRICE_USD)
-
-
-def upscale_price(table: PriceTable, *, seconds: float, input_height: float, factor: int, fps: float) -> Quote:
-    """Topaz pricing: per output second by output-height tier, doubled above 48 fps (SPEC §6)."""
-    rules = table.table["upscale"]
-    output_height = input_height * factor
-    per_second = rules["tiers"][-1][1]
-    for max_height, price in rules["tiers"]:
-        if max_height is None or output_height <= max_height:
-            per_second = price
-            break
-    if fps > rules["high_fps_threshold"]:
-        per_second *= rules["high_fps_multiplier"]
-    billed = math.ceil(seconds)
-    return Quote(_round(per_second * billed), billed)
-
-
-def quote(req: VideoRequest, spec: ModelSpec, table: PriceTable) -> Quote:
-    """The price of a validated request in USD (what queue charges and quote answers)."""
-    if spec.is_upscale:
-        if req.duration_s is None:
+def billed_output_seconds(req: VideoRequest, facts: MediaFacts, spec: ModelSpec) -> float:
+    """The output length a request is priced on: its duration, or its source's for source-matched models."""
+    if spec.duration_from_input:
+        if facts.source_seconds is not None:
+            return math.ceil(facts.source_seconds)
+        if req.duration_s is not None:
+            return req.duration_s
+        if spec.is_upscale:
             if req.media.get("video_url"):
-                raise invalid("video_url", "quoting from video_url is not supported by this server yet; "
-                                           "send duration (seconds) and input_height instead")
+                raise invalid("video_url", "the video at video_url could not be measured; send duration "
+                                           "(seconds) and input_height instead")
             raise invalid("duration", "duration (seconds of input video) is required to quote an upscale")
-        height = req.input_height or table.table["upscale"]["default_input_height"]
-        return upscale_price(table, seconds=req.duration_s, input_height=height,
-                             factor=req.upscale_factor or 2, fps=req.input_fps or 0)
-    rule = table.model_rule(spec.id)
-    seconds: float
+        return 1
     if req.duration == "auto":  # source-matched: billed on the source clip's length (SPEC §4)
-        seconds = math.ceil(req.reference_video_total_duration or 0)
-    elif req.duration_s is not None:
-        seconds = req.duration_s
-    else:
-        seconds = 1  # "1 gen" and other unit durations
-    if "fixed" in rule:
-        return Quote(_round(rule["fixed"]), seconds)
-    per_second_table = rule["per_second"]
-    if isinstance(per_second_table, (int, float)):
-        per_second = float(per_second_table)
-    else:
-        key = req.resolution if req.resolution in per_second_table else "*"
-        per_second = float(per_second_table.get(key, per_second_table["*"]))
-    if spec.audio_configurable and req.audio:
-        per_second *= float(rule.get("audio_multiplier", 1.0))
-    billed = seconds
-    if req.reference_video_total_duration and req.duration != "auto":
-        # Reference video is billed as input seconds on top of the output (input+output), SPEC §10.
-        billed += math.ceil(req.reference_video_total_duration)
-    return Quote(_round(per_second * billed), billed)
+        return math.ceil(facts.reference_video_seconds or req.reference_video_total_duration or 0)
+    return req.duration_s if req.duration_s is not None else 1  # "1 gen" and other unit durations
+
+
+def quote(req: VideoRequest, facts: MediaFacts, spec: ModelSpec, table: PriceTable) -> Quote:
+    """The price of a validated request in USD (what queue charges and quote answers)."""
+    seconds = billed_output_seconds(req, facts, spec)
+    reference_s = facts.reference_video_seconds or req.reference_video_total_duration or 0.0
+    inputs = PriceInputs(
+        resolution=req.resolution,
+        seconds=seconds,
+        audio=req.audio,
+        reference_video_seconds=0.0 if req.duration == "auto" else reference_s,
+        reference_image_count=facts.reference_image_count or req.reference_image_count,
+        input_height=facts.source_height or req.input_height,
+        input_fps=facts.source_fps,
+        upscale_factor=req.upscale_factor,
+    )
+    usd = price_usd(table.rule_for(spec), inputs)
+    if table.markup_percent:
+        usd = (usd * (1 + table.markup_percent / 100)).quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
+    return Quote(max(usd, MINIMUM_PRICE_USD), seconds)

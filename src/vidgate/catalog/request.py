@@ -1,8 +1,16 @@
-"""The normalised form of a video request, after validation against its model."""
+"""The typed values a request becomes on its way through the server, each made once and never changed.
+
+    body --validate--> VideoRequest --prepare media--> PreparedInputs (+ MediaFacts) --> Quote
+                                    \\__________________________________________________/
+                                                          JobPayload (stored with the job, read by the worker)
+
+`VideoRequest` holds the user's media as they sent them (URLs, `data:` URLs), because preparation fetches
+them; `JobPayload` holds the prepared files instead, so a stored job never carries megabytes of base64.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 # Fields that carry user media (URLs or data: URLs), by the kind of media they hold.
@@ -21,9 +29,56 @@ MEDIA_LIST_FIELDS: dict[str, str] = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
+class CameraKeyframe:
+    """One point of a `camera_trajectory` (MiniMax H3 Max Multi-Angle): degrees, and distance relative to 1."""
+
+    time: float
+    azimuth: float
+    elevation: float
+    distance: float
+
+
+@dataclass(frozen=True)
 class VideoRequest:
-    """A request that passed validation: every value is one the model accepts."""
+    """A request that passed validation: every value is one the model accepts. Never modified."""
+
+    model: str  # the catalogue id (an alias is resolved); `model_echo` is what the client sent
+    model_echo: str = ""
+    prompt: str = ""
+    negative_prompt: str = ""
+    duration: str | None = None
+    duration_s: int | None = None
+    resolution: str | None = None
+    aspect_ratio: str | None = None
+    audio: bool = False
+    upscale_factor: int | None = None
+    bitrate_mode: str = "standard"
+    omni_reference_task_type: str | None = None
+    camera_trajectory: tuple[CameraKeyframe, ...] | None = None
+    # The media fields as sent (read-only by convention: nothing writes into them after validation).
+    media: dict[str, Any] = field(default_factory=dict)
+    consents: dict[str, Any] | None = None
+    # Pricing-only inputs (quote).
+    input_height: float | None = None
+    reference_video_total_duration: float | None = None
+    reference_image_count: int | None = None
+
+
+@dataclass(frozen=True)
+class MediaFacts:
+    """What pricing and later checks need from the prepared media (measured, never taken from the body)."""
+
+    source_seconds: float | None = None  # video_url's length (upscale / video-to-video pricing)
+    source_height: float | None = None
+    source_fps: float | None = None
+    reference_video_seconds: float | None = None  # all reference_video_urls together
+    reference_image_count: int = 0
+
+
+@dataclass(frozen=True)
+class JobPayload:
+    """What a job stores and its worker reads: the request without its raw media, and the prepared files."""
 
     model: str
     prompt: str = ""
@@ -36,20 +91,28 @@ class VideoRequest:
     upscale_factor: int | None = None
     bitrate_mode: str = "standard"
     omni_reference_task_type: str | None = None
-    media: dict[str, Any] = field(default_factory=dict)
-    consents: dict[str, Any] | None = None
-    # The fetched, probed media (RenderSpec.inputs layout) and the folder holding it, set at queue time.
+    camera_trajectory: tuple[CameraKeyframe, ...] | None = None
+    # The fetched, probed media (RenderSpec.inputs layout) and the folder holding them.
     inputs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     inputs_dir: str | None = None
-    # Pricing-only inputs (quote).
-    input_height: float | None = None
-    input_fps: float | None = None  # upscale pricing: measured from the input video
-    reference_video_total_duration: float | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The fields as a JSON-ready dict (shallow: every value already is plain JSON data)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+    # Decided from the model's record at queue time, so a job renders as it was accepted.
+    workflows: bool = False
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> VideoRequest:
-        return cls(**data)
+    def of(cls, req: VideoRequest, inputs: dict[str, list[dict[str, Any]]], inputs_dir: str | None, *,
+           workflows: bool) -> JobPayload:
+        names = {f.name for f in fields(cls)} - {"inputs", "inputs_dir", "workflows"}
+        return cls(**{name: getattr(req, name) for name in names}, inputs=inputs, inputs_dir=inputs_dir,
+                   workflows=workflows)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> JobPayload:
+        known = {f.name for f in fields(cls)}
+        payload = cls(**{k: v for k, v in data.items() if k in known})
+        if payload.camera_trajectory is not None:
+            points = tuple(CameraKeyframe(**p) if isinstance(p, dict) else p for p in payload.camera_trajectory)
+            payload = replace(payload, camera_trajectory=points)
+        return payload

@@ -7,23 +7,27 @@ once as a zod-style issue whose `path` names the field and whose `expected` list
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable
 from typing import Any
 
 from vidgate.catalog.models import ModelSpec
-from vidgate.catalog.request import MEDIA_LIST_FIELDS, MEDIA_URL_FIELDS, VideoRequest
-from vidgate.catalog.workflows import Counts, uses_workflows, workflow_issues
+from vidgate.catalog.request import MEDIA_LIST_FIELDS, MEDIA_URL_FIELDS, CameraKeyframe, VideoRequest
+from vidgate.catalog.workflows import Counts, workflow_issues
 from vidgate.errors import InvalidRequest, Issue
 
 SOURCE_MATCHED_DURATIONS = ("-1", "auto", "Auto")
 SOURCE_MATCHED_ASPECTS = ("adaptive", "auto")
-UPSCALE_FACTORS = (1, 2, 4)
 BITRATE_MODES = ("standard", "high")
 TASK_TYPES = {"auto": "auto", "reference": "reference", "edit": "edit", "extend": "extend",
               "editing": "edit", "extension": "extend"}
 CONSENT_KEYS = ("confirmed_terms_and_privacy", "confirmed_legal_right", "confirmed_screening_acknowledged")
 FRAMES_PER_SECOND = 24
+CAMERA_KEYS = ("time", "azimuth", "elevation", "distance")
+CAMERA_POINTS = (2, 12)
+MAX_AZIMUTH_TRAVEL = 11520  # 32 turns of total absolute azimuth travel (CHANGES §2.2, GUESS)
+ELEMENT_REFERENCE_IMAGES = 3
 
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[^;,]*)*)(?P<b64>;base64)?,")
 _HTTP_URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$", re.IGNORECASE)
@@ -42,11 +46,6 @@ def _enum_issue(path: str, value: Any, allowed: list[str]) -> Issue:
         received=value,
         message=f"Invalid enum value. Expected {expected_list(allowed)}, received '{value}'",
     )
-
-
-def _unsupported(path: str, spec: ModelSpec, hint: str = "") -> Issue:
-    return Issue(path=[path], code="unrecognized_keys",
-                 message=f"{path} is not supported by model {spec.id}{hint}")
 
 
 def normalise_duration(value: Any) -> Any:
@@ -87,11 +86,14 @@ def check_media_url(value: Any, path: list[str | int], kind: str) -> Issue | Non
 
 
 class _Checker:
-    """Collects issues for one request so the client sees all its mistakes at once."""
+    """Collects issues for one request so the client sees all its mistakes at once.
+
+    Each method checks one field against the model's record and returns the field's validated value."""
 
     def __init__(self, body: dict[str, Any], spec: ModelSpec, *, for_quote: bool) -> None:
         self.body = body
         self.spec = spec
+        self.inputs = spec.inputs
         self.for_quote = for_quote
         self.issues: list[Issue] = []
 
@@ -101,6 +103,12 @@ class _Checker:
 
     def present(self, name: str) -> bool:
         return self.body.get(name) is not None
+
+    def refuse(self, name: str, hint: str = "", message: str | None = None) -> None:
+        """A field this model does not take: rejected at queue time, tolerated by quote (G-VID)."""
+        if not self.for_quote:
+            self.add(Issue(path=[name], code="unrecognized_keys",
+                           message=message or f"{name} is not supported by model {self.spec.id}{hint}"))
 
     def string(self, name: str) -> str | None:
         value = self.body.get(name)
@@ -113,21 +121,23 @@ class _Checker:
             return None
         return value
 
+    def required(self, name: str, expected: str = "string") -> None:
+        self.add(Issue(path=[name], code="invalid_type", expected=expected, received="undefined", message="Required"))
+
     # --- fields -------------------------------------------------------------------------------------
 
     def prompt(self, name: str) -> str:
         spec = self.spec
         value = self.string(name)
-        if spec.is_upscale:
+        if spec.prompt == "none":
             if value:
                 self.add(Issue(path=[name], message=f"{name} is not accepted by {spec.id}; omit it"))
             return ""
         if value is None:
-            if name == "prompt" and not self.for_quote and name not in self.body:
-                self.add(Issue(path=[name], code="invalid_type", expected="string", received="undefined",
-                               message="Required"))
+            if name == "prompt" and spec.prompt == "required" and not self.for_quote and name not in self.body:
+                self.required(name)
             return ""
-        if name == "prompt" and not self.for_quote and not value.strip():
+        if name == "prompt" and spec.prompt == "required" and not self.for_quote and not value.strip():
             self.add(Issue(path=[name], code="too_small", message="String must contain at least 1 character(s)",
                            extra={"minimum": 1, "type": "string", "inclusive": True}))
         if len(value) > spec.prompt_limit and not self.for_quote:
@@ -137,143 +147,188 @@ class _Checker:
                            extra={"maximum": spec.prompt_limit, "type": "string", "inclusive": True}))
         return value
 
-    def duration(self, req: VideoRequest) -> None:
+    def duration(self) -> tuple[str | None, int | None]:
+        """(duration, whole seconds); seconds is None when the length comes from a source clip."""
         spec = self.spec
-        if spec.duration_is_auto:
-            req.duration = "Auto"  # the length comes from the input video; any given value is ignored
+        if spec.duration_from_input:
+            # The length comes from the input video; "Auto" or a number of seconds are both accepted (CHANGES
+            # §2.3); quote may send the input's seconds to price it.
             if self.for_quote and self.present("duration"):
                 value = normalise_duration(self.body["duration"])
                 if isinstance(value, str):
-                    req.duration_s = duration_seconds(value)
-            return
+                    return "Auto", duration_seconds(value)
+            return "Auto", None
         if not self.present("duration"):
-            self.add(Issue(path=["duration"], code="invalid_type", expected=expected_list(spec.durations),
-                           received="undefined", message="Required"))
-            return
+            if spec.duration_required:
+                self.required("duration", expected_list(spec.durations))
+            return None, None
         value = normalise_duration(self.body["duration"])
-        if isinstance(value, str) and value in SOURCE_MATCHED_DURATIONS and self._source_matched_ok():
-            req.duration = "auto"
-            return
+        if isinstance(value, str) and value in SOURCE_MATCHED_DURATIONS and spec.source_matched_duration:
+            self.need_reference_video("duration")
+            return "auto", None
         if value not in spec.durations:
-            self.add(_enum_issue("duration", self.body["duration"], spec.durations))
-            return
-        req.duration = value
-        req.duration_s = duration_seconds(value)
+            self.add(_enum_issue("duration", self.body["duration"], list(spec.durations)))
+            return None, None
+        return value, duration_seconds(value)
 
-    def _source_matched_ok(self) -> bool:
-        """Seedance 2.5 R2V edit may match the source clip's length (`duration: "auto"|"-1"`)."""
-        if not (self.spec.family == "seedance-2-5" and self.spec.is_reference_to_video):
-            return False
-        return self._has_reference_video("duration")
-
-    def _has_reference_video(self, path: str) -> bool:
+    def need_reference_video(self, path: str) -> None:
+        """A source-matched duration or aspect needs the source clip (or, for quote, its length)."""
         if self.for_quote:
             if self.body.get("reference_video_total_duration") is None:
                 self.add(Issue(path=["reference_video_total_duration"],
                                message=f"reference_video_total_duration is required to quote a source-matched "
                                        f"{path}"))
-            return True
-        if not self.body.get("reference_video_urls"):
+        elif not self.body.get("reference_video_urls"):
             self.add(Issue(path=["reference_video_urls"],
                            message=f"reference_video_urls is required for a source-matched {path}"))
-        return True
 
-    def resolution(self, req: VideoRequest) -> None:
+    def resolution(self) -> str | None:
         spec = self.spec
         value = self.string("resolution")
-        if value is None:
-            if spec.resolutions and not spec.is_upscale:
-                req.resolution = "720p" if "720p" in spec.resolutions else spec.resolutions[0]
-            return
         if spec.is_upscale:
-            if not self.for_quote:
+            if value is not None and not self.for_quote:
                 self.add(Issue(path=["resolution"], message="Use upscale_factor instead of resolution"))
-            return
-        req.resolution = self.choice("resolution", value, spec.resolutions,
-                                     "; this model has one fixed resolution, omit it")
+            return None
+        if value is None:
+            return spec.default_resolution
+        return self.choice("resolution", value, spec.resolutions, "; this model has one fixed resolution, omit it")
 
-    def aspect_ratio(self, req: VideoRequest) -> None:
+    def aspect_ratio(self) -> str | None:
         spec = self.spec
         value = self.string("aspect_ratio")
         if value is None:
-            if spec.aspect_ratios:
-                req.aspect_ratio = "16:9" if "16:9" in spec.aspect_ratios else spec.aspect_ratios[0]
-            return
-        if value in SOURCE_MATCHED_ASPECTS and spec.family in ("seedance-2-0", "seedance-2-5") \
-                and spec.is_reference_to_video:
-            self._has_reference_video("aspect_ratio")
-            req.aspect_ratio = "adaptive"
-            return
-        req.aspect_ratio = self.choice("aspect_ratio", value, spec.aspect_ratios,
-                                       "; the aspect ratio comes from the input, omit aspect_ratio")
+            if spec.aspect_ratio_required and spec.aspect_ratios and "aspect_ratio" not in self.body:
+                if not self.for_quote:
+                    self.required("aspect_ratio", expected_list(spec.aspect_ratios))
+                return None
+            return spec.default_aspect_ratio
+        if value in SOURCE_MATCHED_ASPECTS and spec.source_matched_aspect:
+            self.need_reference_video("aspect_ratio")
+            return "adaptive"
+        return self.choice("aspect_ratio", value, spec.aspect_ratios,
+                           "; the aspect ratio comes from the input, omit aspect_ratio")
 
-    def choice(self, name: str, value: str, allowed: list[str], hint: str) -> str | None:
+    def choice(self, name: str, value: str, allowed: tuple[str, ...], hint: str) -> str | None:
         """`value` if it is in the model's list. A model without the list takes none: rejected at queue time,
         tolerated by quote (G-VID: quote accepts aspect_ratio even where queue rejects it)."""
         if not allowed:
-            if not self.for_quote:
-                self.add(_unsupported(name, self.spec, hint))
+            self.refuse(name, hint)
             return None
         if value not in allowed:
-            self.add(_enum_issue(name, value, allowed))
+            self.add(_enum_issue(name, value, list(allowed)))
             return None
         return value
 
-    def audio(self, req: VideoRequest) -> None:
+    def audio(self) -> bool:
         spec = self.spec
         value = self.body.get("audio")
-        req.audio = spec.has_audio
         if value is None:
-            return
+            return spec.has_audio
         if not isinstance(value, bool):
             self.add(Issue(path=["audio"], code="invalid_type", expected="boolean",
                            received=type(value).__name__, message="Expected boolean"))
-            return
+            return spec.has_audio
         if spec.audio_configurable:
-            req.audio = value
-        elif value != spec.has_audio and not self.for_quote:
+            return value
+        if value != spec.has_audio and not self.for_quote:
             state = "always has" if spec.has_audio else "has no"
             self.add(Issue(path=["audio"],
-                           message=f"audio is not configurable for model {spec.id}: it {state} audio; "
-                                   "omit audio"))
+                           message=f"audio is not configurable for model {spec.id}: it {state} audio; omit audio"))
+        return spec.has_audio
 
-    def upscale_factor(self, req: VideoRequest) -> None:
+    def upscale_factor(self) -> int | None:
         value = self.body.get("upscale_factor")
-        if not self.spec.is_upscale:
-            if value is not None and not self.for_quote:
-                self.add(_unsupported("upscale_factor", self.spec, "; it is for upscale models only"))
-            return
+        factors = self.spec.upscale_factors
+        if not factors:
+            if value is not None:
+                self.refuse("upscale_factor", "; it is for upscale models only")
+            return None
         if value is None:
-            req.upscale_factor = 2
-            return
-        if isinstance(value, bool) or value not in UPSCALE_FACTORS:
-            self.add(Issue(path=["upscale_factor"], code="invalid_enum_value",
-                           expected=expected_list(UPSCALE_FACTORS), received=value,
-                           message=f"Invalid enum value. Expected 1 | 2 | 4, received '{value}'"))
-            return
-        req.upscale_factor = int(value)
+            return 2 if 2 in factors else factors[0]
+        if isinstance(value, bool) or value not in factors:
+            allowed = " | ".join(str(f) for f in factors)
+            self.add(Issue(path=["upscale_factor"], code="invalid_enum_value", expected=expected_list(factors),
+                           received=value, message=f"Invalid enum value. Expected {allowed}, received '{value}'"))
+            return None
+        return int(value)
 
-    def queue_only_options(self, req: VideoRequest) -> None:
+    def camera_trajectory(self) -> tuple[CameraKeyframe, ...] | None:
+        """2–12 keyframes of exactly time/azimuth/elevation/distance (CHANGES §2.2)."""
+        if not self.present("camera_trajectory"):
+            return None
+        if not self.spec.camera_trajectory:
+            self.refuse("camera_trajectory", "; it is for multi-angle models only")
+            return None
+        items = self.object_items("camera_trajectory", CAMERA_POINTS[1])
+        if items is None:
+            return None
+        if len(self.body["camera_trajectory"]) < CAMERA_POINTS[0]:
+            self.add(Issue(path=["camera_trajectory"], code="too_small", extra={"minimum": CAMERA_POINTS[0]},
+                           message=f"camera_trajectory needs at least {CAMERA_POINTS[0]} keyframes"))
+            return None
+        points: list[CameraKeyframe] = []
+        for i, item in items:
+            point = self.camera_keyframe(i, item, points[-1] if points else None)
+            if point is not None:
+                points.append(point)
+        travel = sum(abs(b.azimuth - a.azimuth) for a, b in itertools.pairwise(points))
+        if travel > MAX_AZIMUTH_TRAVEL:
+            self.add(Issue(path=["camera_trajectory"], code="too_big",
+                           message=f"the azimuth travels {travel:g} degrees in total, the limit is "
+                                   f"{MAX_AZIMUTH_TRAVEL} (32 turns)"))
+        return tuple(points) if len(points) == len(items) else None
+
+    def camera_keyframe(self, i: int, item: dict[str, Any], previous: CameraKeyframe | None) -> CameraKeyframe | None:
+        path: list[str | int] = ["camera_trajectory", i]
+        extra = sorted(set(item) - set(CAMERA_KEYS))
+        if extra:
+            self.add(Issue(path=path, code="unrecognized_keys",
+                           message=f"Unrecognized key(s) in object: {', '.join(repr(k) for k in extra)}"))
+        values: dict[str, float] = {}
+        for key in CAMERA_KEYS:
+            value = item.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                self.add(Issue(path=[*path, key], code="invalid_type", expected="number",
+                               message="Required" if value is None else "Expected number"))
+                continue
+            values[key] = float(value)
+        time_, elevation, distance = values.get("time"), values.get("elevation"), values.get("distance")
+        if time_ is not None and not 0 <= time_ <= 1:
+            self.add(Issue(path=[*path, "time"], message=f"time must be between 0 and 1, got {time_:g}"))
+        elif time_ is not None and previous is not None and time_ <= previous.time:
+            self.add(Issue(path=[*path, "time"], message=f"time must increase strictly from one keyframe to the "
+                                                         f"next: {time_:g} follows {previous.time:g}"))
+        if elevation is not None and not -90 <= elevation <= 90:
+            self.add(Issue(path=[*path, "elevation"],
+                           message=f"elevation must be between -90 and 90 degrees, got {elevation:g}"))
+        if distance is not None and distance <= 0:
+            self.add(Issue(path=[*path, "distance"], message=f"distance must be greater than 0, got {distance:g}"))
+        if extra or len(values) < len(CAMERA_KEYS):
+            return None
+        return CameraKeyframe(**values)
+
+    def queue_only_options(self) -> dict[str, Any]:
         spec = self.spec
+        out: dict[str, Any] = {}
         bitrate = self.string("bitrate_mode")
         if bitrate is not None:
-            if spec.family not in ("seedance-2-0", "seedance-2-5"):
-                self.add(_unsupported("bitrate_mode", spec, "; it is for Seedance 2.0/2.5 only"))
+            if not spec.bitrate_modes:
+                self.refuse("bitrate_mode", "; it is for Seedance 2.0/2.5 only")
             elif bitrate not in BITRATE_MODES:
                 self.add(_enum_issue("bitrate_mode", bitrate, list(BITRATE_MODES)))
             else:
-                req.bitrate_mode = bitrate
+                out["bitrate_mode"] = bitrate
         task = self.string("omni_reference_task_type")
         if task is not None:
-            if not (spec.family == "seedance-2-5" and spec.is_reference_to_video):
-                self.add(_unsupported("omni_reference_task_type", spec,
-                                      "; it is for Seedance 2.5 reference-to-video only"))
+            if not spec.task_types:
+                self.refuse("omni_reference_task_type", "; it is for Seedance 2.5 reference-to-video only")
             elif task not in TASK_TYPES:
                 self.add(_enum_issue("omni_reference_task_type", task, list(TASK_TYPES)))
             else:
-                req.omni_reference_task_type = TASK_TYPES[task]
+                out["omni_reference_task_type"] = TASK_TYPES[task]
         if "consents" in self.body and self.body["consents"] is not None:
-            req.consents = self.consents(self.body["consents"])
+            out["consents"] = self.consents(self.body["consents"])
+        return out
 
     def consents(self, value: Any) -> dict[str, Any] | None:
         """`consents.seedance` must be exactly the three booleans, all true (SPEC §5)."""
@@ -303,85 +358,81 @@ class _Checker:
 
     # --- media --------------------------------------------------------------------------------------
 
-    def accepted_media_fields(self) -> set[str]:
-        """Which media fields this model takes (the rest are rejected at queue time)."""
-        spec = self.spec
-        fields: set[str] = set()
-        if spec.model_type == "image-to-video":
-            fields |= {"image_url", "end_image_url", "keyframes"}
-        if spec.is_reference_to_video:
-            fields |= {"reference_image_urls", "reference_video_urls", "image_references", "video_references"}
-            if spec.audio_input or spec.constraints.get("per_reference_audio"):
-                fields.add("reference_audio_urls")
-            if spec.family == "kling-o3" or spec.id.startswith("kling-v3"):
-                fields |= {"elements", "scene_image_urls"}
-        if spec.audio_input:
-            fields.add("audio_url")
-        if spec.video_input:
-            fields.add("video_url")
-        fields |= set(spec.entry.get("vidgate", {}).get("media_fields", []))
-        return fields
+    def list_limits(self) -> dict[str, int]:
+        """How many items each media field takes on this model (0: not accepted)."""
+        inputs = self.inputs
+        return {
+            "image_url": 0 if inputs.image_url == "no" else 1,
+            "end_image_url": int(inputs.end_image_url),
+            "audio_url": int(inputs.audio_url is not None),
+            "video_url": int(inputs.video_url is not None),
+            "reference_image_urls": inputs.reference_images,
+            "reference_video_urls": inputs.reference_videos.max_count if inputs.reference_videos else 0,
+            "reference_audio_urls": inputs.reference_audios.max_count if inputs.reference_audios else 0,
+            "reference_document_urls": inputs.reference_documents,
+            "scene_image_urls": inputs.scene_images,
+            "elements": inputs.elements,
+            "keyframes": inputs.keyframes,
+            # Accepted aliases of the reference lists (CHANGES §2.3); their items are not fetched.
+            "image_references": inputs.reference_images,
+            "video_references": inputs.reference_videos.max_count if inputs.reference_videos else 0,
+        }
 
-    def list_limit(self, name: str) -> int:
-        family = self.spec.family
-        if name == "reference_image_urls":
-            return 9 if family == "seedance-2-0" else 30
-        if name in ("reference_video_urls", "reference_audio_urls"):
-            return 3 if family == "seedance-2-0" else 10
-        if name == "reference_document_urls":
-            return 1
-        return 4  # scene_image_urls, elements
+    def unsupported_message(self, name: str) -> str | None:
+        """Venice's own wording where it documents one (CHANGES §9.3.1)."""
+        if name == "image_url" and self.spec.task == "t2v":
+            return "image_url is not supported for text to video models"
+        if name == "reference_document_urls" and self.inputs.accepts_references():
+            return "This model does not support reference documents"
+        if name == "end_image_url" and self.spec.task == "r2v":
+            return "This model does not support end_image_url"
+        return None
 
-    def media(self, req: VideoRequest) -> None:
-        body, spec = self.body, self.spec
-        accepted = self.accepted_media_fields()
-        for name, kind in MEDIA_URL_FIELDS.items():
+    def media(self, duration_s: int | None) -> dict[str, Any]:
+        body = self.body
+        limits = self.list_limits()
+        media: dict[str, Any] = {}
+        for name in (*MEDIA_URL_FIELDS, *MEDIA_LIST_FIELDS, "elements", "keyframes", "image_references",
+                     "video_references"):
             if body.get(name) is None:
                 continue
-            if name not in accepted:
-                if not self.for_quote:
-                    self.add(_unsupported(name, spec))
+            if not limits[name]:
+                self.refuse(name, message=self.unsupported_message(name))
                 continue
-            issue = check_media_url(body[name], [name], kind)
-            self.add(issue)
-            if issue is None:
-                req.media[name] = body[name]
-        for name, kind in MEDIA_LIST_FIELDS.items():
-            if body.get(name) is None:
-                continue
-            if name not in accepted:
-                if not self.for_quote:
-                    self.add(_unsupported(name, spec))
-                continue
-            self.url_list(req, name, kind, self.list_limit(name))
-        if body.get("elements") is not None and "elements" in accepted:
-            self.elements(req)
-        elif body.get("elements") is not None and not self.for_quote:
-            self.add(_unsupported("elements", spec))
-        if body.get("keyframes") is not None and "keyframes" in accepted:
-            self.keyframes(req)
-        elif body.get("keyframes") is not None and not self.for_quote:
-            self.add(_unsupported("keyframes", spec))
+            if name in MEDIA_URL_FIELDS:
+                issue = check_media_url(body[name], [name], MEDIA_URL_FIELDS[name])
+                self.add(issue)
+                if issue is None:
+                    media[name] = body[name]
+            elif name in MEDIA_LIST_FIELDS:
+                urls = self.url_list(name, MEDIA_LIST_FIELDS[name], limits[name])
+                if urls:
+                    media[name] = urls
+            elif name == "elements":
+                media[name] = self.elements(limits[name])
+            elif name == "keyframes":
+                media[name] = self.keyframes(limits[name], duration_s)
+            # image_references / video_references: accepted as Venice accepts them, nothing to fetch.
         if not self.for_quote:
-            self.requiredness(req)
+            self.requiredness()
+        return {k: v for k, v in media.items() if v is not None}
 
-    def url_list(self, req: VideoRequest, name: str, kind: str, limit: int) -> None:
+    def url_list(self, name: str, kind: str, limit: int) -> list[str] | None:
         value = self.body[name]
         if not isinstance(value, list):
             self.add(Issue(path=[name], code="invalid_type", expected="array", received=type(value).__name__,
                            message="Expected array"))
-            return
+            return None
         if len(value) > limit:
             self.add(Issue(path=[name], code="too_big", extra={"maximum": limit, "type": "array"},
                            message=f"{name} has {len(value)} items, the limit for {self.spec.id} is {limit}"))
-            return
+            return None
         ok = True
         for i, item in enumerate(value):
             issue = check_media_url(item, [name, i], kind)
             self.add(issue)
             ok = ok and issue is None
-        if ok and value:
-            req.media[name] = list(value)
+        return list(value) if ok and value else None
 
     def object_items(self, name: str, limit: int) -> list[tuple[int, dict[str, Any]]] | None:
         """The (index, object) items of an array-of-objects field, after its type and count checks."""
@@ -408,28 +459,28 @@ class _Checker:
         else:
             self.add(check_media_url(item[name], path, kind))
 
-    def elements(self, req: VideoRequest) -> None:
-        items = self.object_items("elements", 4)
+    def elements(self, limit: int) -> list[dict[str, Any]] | None:
+        items = self.object_items("elements", limit)
         if items is None:
-            return
+            return None
         for i, element in items:
             self.required_media(element, ["elements", i], "frontal_image_url", "image")
             refs = element.get("reference_image_urls") or []
-            if not isinstance(refs, list) or len(refs) > 3:
+            if not isinstance(refs, list) or len(refs) > ELEMENT_REFERENCE_IMAGES:
                 self.add(Issue(path=["elements", i, "reference_image_urls"],
-                               message="Each element takes 1 to 3 reference images"))
+                               message=f"Each element takes 1 to {ELEMENT_REFERENCE_IMAGES} reference images"))
             else:
                 for j, ref in enumerate(refs):
                     self.add(check_media_url(ref, ["elements", i, "reference_image_urls", j], "image"))
             if element.get("video_url") is not None:
                 self.add(check_media_url(element["video_url"], ["elements", i, "video_url"], "video"))
-        req.media["elements"] = [element for _, element in items]
+        return [element for _, element in items]
 
-    def keyframes(self, req: VideoRequest) -> None:
-        items = self.object_items("keyframes", 10)
+    def keyframes(self, limit: int, duration_s: int | None) -> list[dict[str, Any]] | None:
+        items = self.object_items("keyframes", limit)
         if items is None:
-            return
-        max_index = (req.duration_s or 0) * FRAMES_PER_SECOND
+            return None
+        max_index = (duration_s or 0) * FRAMES_PER_SECOND
         seen: set[int] = set()
         for i, frame in items:
             self.required_media(frame, ["keyframes", i], "image_url", "image")
@@ -438,7 +489,7 @@ class _Checker:
                 self.add(Issue(path=["keyframes", i, "frame_index"], expected="integer >= 0",
                                message="frame_index must be an integer >= 0"))
                 continue
-            if req.duration_s is not None and index > max_index:
+            if duration_s is not None and index > max_index:
                 self.add(Issue(path=["keyframes", i, "frame_index"],
                                message=f"frame_index {index} is past the end: the limit is duration x 24 = "
                                        f"{max_index}"))
@@ -446,52 +497,62 @@ class _Checker:
                 self.add(Issue(path=["keyframes", i, "frame_index"],
                                message=f"frame_index {index} is used twice; each must be unique"))
             seen.add(index)
-        req.media["keyframes"] = [frame for _, frame in items]
+        return [frame for _, frame in items]
 
-    def requiredness(self, req: VideoRequest) -> None:
-        """Inputs a model cannot work without (SPEC §2.2, §4, §6)."""
-        spec, body = self.spec, self.body
-        if spec.is_upscale or spec.is_video_to_video:
-            if body.get("video_url") is None:
-                self.add(Issue(path=["video_url"], message=f"video_url is required for model {spec.id}"))
-            return
-        if spec.is_reference_to_video:
-            refs = ("reference_image_urls", "reference_video_urls", "image_references", "video_references",
-                    "elements", "scene_image_urls", "image_url")
-            if not any(body.get(r) for r in refs):
-                self.add(Issue(path=["reference_image_urls"],
-                               message="At least one reference is required for this model"))
-            if body.get("reference_audio_urls") and not (
-                body.get("reference_image_urls") or body.get("reference_video_urls")
-            ):
-                self.add(Issue(path=["reference_audio_urls"],
-                               message="reference_audio_urls must be paired with at least one reference image "
-                                       "or reference video; audio-only references are rejected"))
-            if spec.family == "kling-o3":
-                self.kling_totals()
-            return
-        if spec.model_type == "image-to-video" and body.get("image_url") is None and not body.get("keyframes"):
+    def requiredness(self) -> None:
+        """Inputs a model cannot work without, and combinations it refuses (SPEC §2.2, §4, §6; CHANGES §2.2)."""
+        spec, body, inputs = self.spec, self.body, self.inputs
+        if inputs.video_url is not None and body.get("video_url") is None:
+            self.add(Issue(path=["video_url"], message=f"video_url is required for model {spec.id}"))
+        if inputs.image_url == "required" and body.get("image_url") is None and not body.get("keyframes"):
             self.add(Issue(path=["image_url"], message=f"image_url is required for model {spec.id}"))
+        if not inputs.references_required:
+            return
+        refs = ("reference_image_urls", "reference_video_urls", "image_references", "video_references",
+                "elements", "scene_image_urls", "image_url", "reference_document_urls")
+        if not any(body.get(r) for r in refs):
+            self.add(Issue(path=["reference_image_urls"],
+                           message="At least one reference is required for this model"))
+        if body.get("reference_audio_urls") and not (
+            body.get("reference_image_urls") or body.get("reference_video_urls")
+        ):
+            self.add(Issue(path=["reference_audio_urls"],
+                           message="reference_audio_urls must be paired with at least one reference image "
+                                   "or reference video; audio-only references are rejected"))
+        reference_lists = ("reference_image_urls", "reference_video_urls", "reference_audio_urls",
+                           "reference_document_urls")
+        total = sum(len(body[r]) for r in reference_lists if isinstance(body.get(r), list))
+        if inputs.max_references is not None and total > inputs.max_references:
+            self.add(Issue(path=["reference_image_urls"], code="too_big", extra={"maximum": inputs.max_references},
+                           message=f"{total} reference assets given, the limit is {inputs.max_references} in all"))
+        if inputs.frames_exclude_references and any(body.get(f) for f in ("image_url", "end_image_url")) \
+                and any(body.get(r) for r in reference_lists):
+            field = "image_url" if body.get("image_url") else "end_image_url"
+            self.add(Issue(path=[field], message=f"{field} cannot be combined with reference media on model "
+                                                 f"{spec.id}"))
+        if inputs.composition is not None:
+            self.composition_totals(inputs.composition.max_visual_inputs, inputs.composition.max_elements_with_frame)
 
-    def workflow(self, req: VideoRequest) -> None:
+    def workflow(self, prompt: str, task_type: str | None) -> None:
         """Seedance R2V (SPEC §4): every `<Image N>`/`<Video N>`/`<Audio N>` tag names an input the request has,
         and an explicit edit/extend task type has a clip to work on (catalog/workflows.py)."""
-        if uses_workflows(self.spec.id):
-            self.issues += workflow_issues(req.prompt, req.omni_reference_task_type, Counts.of_body(self.body))
+        if self.spec.workflows:
+            self.issues += workflow_issues(prompt, task_type, Counts.of_body(self.body))
 
-    def kling_totals(self) -> None:
+    def composition_totals(self, max_visual: int, max_elements_with_frame: int) -> None:
         """Kling O3 R2V (G-R2V): frames + elements + scene images <= 7; elements <= 3 with a frame."""
         body = self.body
         frames = sum(1 for f in ("image_url", "end_image_url") if body.get(f))
         elements = len(body.get("elements") or [])
         scenes = len(body.get("scene_image_urls") or [])
-        if frames + elements + scenes > 7:
+        if frames + elements + scenes > max_visual:
             self.add(Issue(path=["elements"],
                            message=f"first/last frames + elements + scene images total {frames + elements + scenes}"
-                                   ", the limit is 7"))
-        if frames and elements > 3:
+                                   f", the limit is {max_visual}"))
+        if frames and elements > max_elements_with_frame:
             self.add(Issue(path=["elements"],
-                           message=f"with a start or end frame at most 3 elements are allowed, got {elements}"))
+                           message=f"with a start or end frame at most {max_elements_with_frame} elements are "
+                                   f"allowed, got {elements}"))
         prompt = body.get("prompt") or ""
         for token, count, what in (("Element", elements, "elements"), ("Image", scenes, "scene_image_urls")):
             for m in re.finditer(rf"@{token}(\d+)", prompt):
@@ -501,23 +562,28 @@ class _Checker:
                                    message=f"@{token}{n} refers to {what}[{n - 1}], but {count} were given"))
 
 
-def _checked(spec: ModelSpec, body: dict[str, Any], *, for_quote: bool) -> VideoRequest:
+def _checked(spec: ModelSpec, body: dict[str, Any], *, for_quote: bool) -> tuple[_Checker, dict[str, Any]]:
     check = _Checker(body, spec, for_quote=for_quote)
-    req = VideoRequest(model=spec.id)
-    req.prompt = check.prompt("prompt")
-    req.negative_prompt = check.prompt("negative_prompt")
-    check.duration(req)
-    check.resolution(req)
-    check.aspect_ratio(req)
-    check.audio(req)
-    check.upscale_factor(req)
-    check.media(req)
+    echo = body.get("model") if isinstance(body.get("model"), str) else spec.id
+    values: dict[str, Any] = {"model": spec.id, "model_echo": echo}
+    values["prompt"] = check.prompt("prompt")
+    values["negative_prompt"] = check.prompt("negative_prompt")
+    values["duration"], values["duration_s"] = check.duration()
+    values["resolution"] = check.resolution()
+    values["aspect_ratio"] = check.aspect_ratio()
+    values["audio"] = check.audio()
+    values["upscale_factor"] = check.upscale_factor()
+    values["media"] = check.media(values["duration_s"])
+    values["camera_trajectory"] = check.camera_trajectory()
     if not for_quote:
-        check.queue_only_options(req)
-        check.workflow(req)
-    if check.issues:
-        raise InvalidRequest(check.issues, message=_summary(check.issues))
-    return req
+        values |= check.queue_only_options()
+        check.workflow(values["prompt"], values.get("omni_reference_task_type"))
+    return check, values
+
+
+def _raise_if_any(issues: list[Issue]) -> None:
+    if issues:
+        raise InvalidRequest(issues, message=_summary(issues))
 
 
 def _summary(issues: list[Issue]) -> str:
@@ -528,24 +594,43 @@ def _summary(issues: list[Issue]) -> str:
 
 def validate_queue(body: dict[str, Any], spec: ModelSpec) -> VideoRequest:
     """Validate a `/video/queue` body against its model; raises InvalidRequest listing every issue."""
-    return _checked(spec, body, for_quote=False)
+    check, values = _checked(spec, body, for_quote=False)
+    _raise_if_any(check.issues)
+    return VideoRequest(**values)
 
 
 def validate_quote(body: dict[str, Any], spec: ModelSpec) -> VideoRequest:
     """Validate a `/video/quote` body: pricing inputs are checked, other fields are tolerated."""
-    req = _checked(spec, body, for_quote=True)
-    issues: list[Issue] = []
-    for name in ("input_height", "reference_video_total_duration"):
+    check, values = _checked(spec, body, for_quote=True)
+    issues = check.issues
+    limits = {"input_height": None, "reference_video_total_duration": spec.max_quote_reference_video_s,
+              "reference_image_count": spec.inputs.reference_images or None}
+    for name, maximum in limits.items():
         value = body.get(name)
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             issues.append(Issue(path=[name], code="invalid_type", expected="number >= 0",
                                 message=f"{name} must be a number >= 0"))
-        elif name == "reference_video_total_duration" and value > 150:
-            issues.append(Issue(path=[name], code="too_big", message=f"{name} is {value} s, the limit is 150 s"))
+        elif maximum is not None and value > maximum:
+            issues.append(Issue(path=[name], code="too_big", extra={"maximum": maximum},
+                                message=f"{name} is {value:g}, the limit for {spec.id} is {maximum:g}"))
         else:
-            setattr(req, name, float(value))
-    if issues:
-        raise InvalidRequest(issues, message=_summary(issues))
-    return req
+            values[name] = int(value) if name == "reference_image_count" else float(value)
+    reference_s = values.get("reference_video_total_duration")
+    if spec.max_reference_plus_output_s and reference_s and values["duration_s"]:
+        issues += reference_plus_output_issues(spec, reference_s, values["duration_s"])
+    _raise_if_any(issues)
+    return VideoRequest(**values)
+
+
+def reference_plus_output_issues(spec: ModelSpec, reference_s: float, output_s: int) -> list[Issue]:
+    """Wan 3.0: reference video + output <= 30 s; the message names the longest output allowed (G-WAN3a)."""
+    limit = spec.max_reference_plus_output_s
+    if limit is None or reference_s + output_s <= limit + 1e-9:
+        return []
+    room = int(limit - reference_s)
+    return [Issue(path=["duration"], code="too_big", received=f"{output_s}s",
+                  extra={"maximum": max(room, 0)},
+                  message=f"Reference video ({reference_s:g}s) plus output duration ({output_s}s) exceeds "
+                          f"{limit:g}s. Choose an output duration of {max(room, 0)}s or less")]

@@ -122,11 +122,6 @@ def audio_inputs(inputs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]
     return [*inputs.get("reference_audio_urls", []), *inputs.get("audio_url", [])]
 
 
-def uses_workflows(model_id: str) -> bool:
-    """The Seedance 2.0/2.5 reference-to-video models (Fast, Mini and consent-era ids included)."""
-    return model_id.startswith(("seedance-2-0", "seedance-2-5")) and "reference-to-video" in model_id
-
-
 @dataclass(frozen=True)
 class Workflow:
     """What one R2V request asks for; the worker renders it (`RenderSpec.options["workflow"]`)."""

@@ -182,18 +182,22 @@ class Still:
 
     def box(self, amount: float) -> Box:
         """The part of the working picture shown at `amount` (0 … 1)."""
+        return self.box_for(1.0 + (self.zoom - 1.0) * min(max(amount, 0.0), 1.0), self.pan)
+
+    def box_for(self, zoom: float, pan: tuple[float, float]) -> Box:
+        """The part of the working picture a camera at `zoom` (1 … WORK_SCALE), aimed at `pan` ([-1, 1]²), sees."""
         ww, wh = self.work_size
-        zoom = 1.0 + (self.zoom - 1.0) * min(max(amount, 0.0), 1.0)
+        zoom = min(max(zoom, 1.0), WORK_SCALE)
         # The zoom is relative to the frame's own cover crop, which is the whole working picture.
         bw, bh = ww / zoom, wh / zoom
-        cx = ww / 2 + self.pan[0] * (ww - bw) / 2
-        cy = wh / 2 + self.pan[1] * (wh - bh) / 2
+        cx = ww / 2 + min(max(pan[0], -1.0), 1.0) * (ww - bw) / 2
+        cy = wh / 2 + min(max(pan[1], -1.0), 1.0) * (wh - bh) / 2
         return (cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2)
 
-    def _render(self, amount: float) -> list[Image.Image]:
-        if amount <= 0.0:
+    def _render(self, amount: float, box: Box | None = None) -> list[Image.Image]:
+        if box is None and amount <= 0.0:
             return [full for full, _, _ in self._layers]
-        box = self.box(amount)
+        box = box or self.box(amount)
         return [work.resize((self.width // sub, self.height // sub), Image.Resampling.BILINEAR,
                             box=tuple(c / sub for c in box))
                 for _, work, sub in self._layers]
@@ -209,6 +213,11 @@ class Still:
         if not self.yuv:
             raise ValueError("this still holds RGB: use at")
         y, u, v = self._render(amount)
+        return y, u, v
+
+    def planes_for(self, zoom: float, pan: tuple[float, float]) -> tuple[Image.Image, Image.Image, Image.Image]:
+        """The yuv420p frame a camera at `zoom`, aimed at `pan`, sees (see box_for)."""
+        y, u, v = self._render(1.0, self.box_for(zoom, pan))
         return y, u, v
 
 

@@ -5,7 +5,9 @@ motion.  `image_url` anchors frame 0, `end_image_url` the last frame, and each k
 (counted at 24 fps).  Away from its anchor an image drifts in a slow Ken Burns pan/zoom (direction and depth
 from the spec's hash): it zooms in as the video moves away from its anchor and zooms back out as the video
 approaches it.  Between two anchors the picture holds the first image, crossfades across the middle of the
-gap, then settles on the second, which is exactly in place on its frame.
+gap, then settles on the second, which is exactly in place on its frame.  A `camera_trajectory` (multi-angle
+models) replaces the drift: the camera follows its keyframes, interpolated in time: azimuth pans across,
+elevation pans up and down, distance zooms.
 
 Cost per frame: one sub-pixel crop-and-resize of yuv420p planes prepared once (two during a crossfade)
 and a blend; no colour conversion.  The soundtrack is `procedural.soundtrack`: the user's `audio_url` when
@@ -14,8 +16,10 @@ given, else the prompt's chord, when the job asks for audio.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -72,6 +76,19 @@ def plan_anchors(spec: RenderSpec, frame_count: int) -> list[AnchorPlan]:
 
 
 Planes = tuple[Image.Image, Image.Image, Image.Image]
+# A camera at distance 1 sees this zoom; nearer zooms in, farther out (to the plain cover crop at most).
+CAMERA_BASE_ZOOM = 1.1
+
+
+def camera_at(points: list[dict[str, Any]], u: float) -> tuple[float, tuple[float, float]]:
+    """(zoom, pan) of a camera_trajectory at `u` (0 … 1 of the video), linear between its keyframes."""
+    u = min(max(u, points[0]["time"]), points[-1]["time"])
+    k = max((j for j, p in enumerate(points) if p["time"] <= u), default=0)
+    a, b = points[k], points[min(k + 1, len(points) - 1)]
+    span = b["time"] - a["time"]
+    w = (u - a["time"]) / span if span > 0 else 0.0
+    azimuth, elevation, distance = ((1 - w) * a[key] + w * b[key] for key in ("azimuth", "elevation", "distance"))
+    return CAMERA_BASE_ZOOM / distance, (math.sin(math.radians(azimuth)), -elevation / 90)
 
 
 @dataclass
@@ -96,12 +113,16 @@ class _Timeline:
         self.frame_count = frame_count
         self.anchors = [_Anchor(plan) for plan in plan_anchors(spec, frame_count)]
         self._span = max(frame_count - 1, round(FULL_MOVE_SECONDS * spec.fps), 1)
+        self.camera: list[dict[str, Any]] | None = spec.options.get("camera_trajectory")
 
     def _view(self, anchor: _Anchor, i: int) -> Planes:
         if anchor.still is None:
             spec, plan = self.spec, anchor.plan
             anchor.still = Still.from_file(plan.path, spec.width, spec.height, motion_rng(spec, plan.field),
                                            yuv=True)
+        if self.camera:
+            zoom, pan = camera_at(self.camera, i / max(self.frame_count - 1, 1))
+            return anchor.still.planes_for(zoom, pan)
         return anchor.still.planes_at(abs(i - anchor.frame) / self._span)
 
     def _release_before(self, k: int) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from typing import Any
 
-from vidgate.catalog.request import VideoRequest
-from vidgate.catalog.workflows import STITCH_TRANSITION_SECONDS, Counts, Workflow, classify, uses_workflows
+from vidgate.catalog.request import JobPayload
+from vidgate.catalog.workflows import STITCH_TRANSITION_SECONDS, Counts, Workflow, classify
 from vidgate.engines.base import RenderSpec
 from vidgate.media.geometry import frame_size, frame_size_like
 
@@ -14,7 +15,7 @@ FPS = 24
 SOURCE_MATCHED_ASPECTS = ("adaptive", "auto")
 
 
-def _first_info(request: VideoRequest, *keys: str) -> dict[str, Any] | None:
+def _first_info(request: JobPayload, *keys: str) -> dict[str, Any] | None:
     for key in keys:
         items = request.inputs.get(key)
         if items:
@@ -26,7 +27,7 @@ def _even(value: float) -> int:
     return max(2, round(value / 2) * 2)
 
 
-def plan_render(engine: str, request: VideoRequest) -> RenderSpec:
+def plan_render(engine: str, request: JobPayload) -> RenderSpec:
     """Size, duration and fps of the output for `engine`, from the request and its probed inputs."""
     duration = request.duration_s or 5
     audio = request.audio
@@ -34,6 +35,8 @@ def plan_render(engine: str, request: VideoRequest) -> RenderSpec:
     size: tuple[int, int] | None = None
     fps = FPS
     options: dict[str, Any] = {"bitrate_mode": request.bitrate_mode}
+    if request.camera_trajectory:
+        options["camera_trajectory"] = [asdict(point) for point in request.camera_trajectory]
     if engine == "upscale":
         info = _first_info(request, "video_url") or {}
         factor = request.upscale_factor or 2
@@ -57,7 +60,7 @@ def plan_render(engine: str, request: VideoRequest) -> RenderSpec:
             total = sum(item["info"]["duration"] for item in request.inputs.get("reference_video_urls", []))
             duration = max(1, math.ceil(total))
         options["task_type"] = request.omni_reference_task_type
-        if engine == "reference" and uses_workflows(request.model):
+        if engine == "reference" and request.workflows:
             workflow = classify(request.prompt, request.omni_reference_task_type, Counts.of_inputs(request.inputs))
             options["workflow"] = workflow.to_json()
             if workflow.kind != "reference":
@@ -73,7 +76,7 @@ def plan_render(engine: str, request: VideoRequest) -> RenderSpec:
     )
 
 
-def _plan_workflow(workflow: Workflow, request: VideoRequest, duration: int,
+def _plan_workflow(workflow: Workflow, request: JobPayload, duration: int,
                    options: dict[str, Any]) -> tuple[int, int, tuple[int, int]]:
     """Seedance Edit / Extend / Stitch (engines/seedance.py): (duration, fps, source-matched size).
 

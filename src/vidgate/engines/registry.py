@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from vidgate.catalog.models import ModelSpec
-from vidgate.catalog.request import VideoRequest
 from vidgate.engines.base import Engine
 from vidgate.errors import invalid
 
 ENGINES = ("procedural", "image", "reference", "video", "upscale")
 
 
-def ensure_renderable(spec: ModelSpec, req: VideoRequest) -> None:
+def ensure_renderable(spec: ModelSpec) -> None:
     """A model whose catalogue entry names an engine this server lacks is a clear 400, before any charge."""
     if spec.engine not in ENGINES:
         raise invalid("model", f"model {spec.id} needs the {spec.engine!r} engine, which this server does not "

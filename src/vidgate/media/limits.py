@@ -6,17 +6,17 @@ naming the field and index (`reference_video_urls[1]`) and carrying the measured
 
     reference_video_urls[1]: clip is 17.2 s, the limit is 15 s
 
-The limits are data: `FAMILY_RULES` per model family, plus the rules for `audio_url` and `video_url`.
+The limits are data: each model's catalogue record (`ModelSpec.inputs`) carries them.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 
-from vidgate.catalog.models import ModelSpec
+from vidgate.catalog.models import ClipLimits, ImageLimits, ModelSpec
 from vidgate.catalog.request import VideoRequest
+from vidgate.catalog.validation import reference_plus_output_issues
 from vidgate.errors import InvalidRequest, Issue
 from vidgate.media.types import AudioInfo, ImageInfo, MediaFile, VideoInfo
 
@@ -51,105 +51,8 @@ _NAMES = {
 }
 
 
-@dataclass(frozen=True)
-class ImageRule:
-    """Geometry and size limits for an image; None means no limit."""
-
-    min_short_side: int | None = None
-    min_aspect: float | None = None  # W/H, exclusive
-    max_aspect: float | None = None  # W/H, exclusive
-    max_bytes: int | None = None
-
-
-@dataclass(frozen=True)
-class ClipRule:
-    """Limits for a list of video or audio clips (or a single one: `max_count=1`)."""
-
-    noun: str  # "clip", "audio clip", "video": used in messages
-    kind: type  # VideoInfo or AudioInfo
-    containers: frozenset[str]  # container kinds, see _container_kind: "mp4", "webm", "wav", "mp3"
-    max_count: int = 1
-    min_s: float | None = None
-    max_s: float | None = None
-    max_total_s: float | None = None
-    max_bytes: int | None = None
-    video_codecs: frozenset[str] | None = None  # None: any
-    audio_codecs: frozenset[str] | None = None  # audio track of a video clip; None: any
-
-
-@dataclass(frozen=True)
-class FamilyRules:
-    """Media limits shared by a model family, whatever its catalogue entry says (SPEC §4)."""
-
-    images: ImageRule  # every image field
-    reference_images: ImageRule  # added for reference_image_urls
-    reference_videos: ClipRule
-    reference_audio: ClipRule
-
-
-def _seedance_video(count: int, clip_s: float, total_s: float) -> ClipRule:
-    return ClipRule(
-        noun="clip",
-        kind=VideoInfo,
-        containers=frozenset({"mp4"}),
-        max_count=count,
-        min_s=2,
-        max_s=clip_s,
-        max_total_s=total_s,
-        max_bytes=50 * MB,
-        video_codecs=frozenset({"h264", "hevc"}),
-        audio_codecs=frozenset({"aac", "mp3"}),
-    )
-
-
-def _seedance_audio(count: int, clip_s: float, total_s: float) -> ClipRule:
-    return ClipRule(
-        noun="audio clip",
-        kind=AudioInfo,
-        containers=frozenset({"wav", "mp3"}),
-        max_count=count,
-        min_s=2,
-        max_s=clip_s,
-        max_total_s=total_s,
-        max_bytes=15 * MB,
-    )
-
-
-SEEDANCE_IMAGES = ImageRule(min_short_side=300, min_aspect=0.4, max_aspect=2.5)
-
-FAMILY_RULES: dict[str, FamilyRules] = {
-    # Seedance 2.0, 2.0 Fast and Mini (and the consent-era ids, same family).
-    "seedance-2-0": FamilyRules(
-        images=SEEDANCE_IMAGES,
-        reference_images=ImageRule(),
-        reference_videos=_seedance_video(count=3, clip_s=15, total_s=15),
-        reference_audio=_seedance_audio(count=3, clip_s=15, total_s=15),
-    ),
-    "seedance-2-5": FamilyRules(
-        images=SEEDANCE_IMAGES,
-        reference_images=ImageRule(max_bytes=30 * MB),
-        reference_videos=_seedance_video(count=10, clip_s=30, total_s=30),
-        reference_audio=_seedance_audio(count=10, clip_s=30, total_s=30),
-    ),
-}
-
-# `audio_url`, any model: WAV/MP3, at most 30 s and 15 MB (SPEC §2.2).
-AUDIO_URL_RULE = ClipRule(
-    noun="audio", kind=AudioInfo, containers=frozenset({"wav", "mp3"}), max_s=30, max_bytes=15 * MB
-)
-# `video_url` of topaz-video-upscale: MP4/MOV/WebM, at most 300 s (SPEC §6).
-UPSCALE_VIDEO_RULE = ClipRule(noun="video", kind=VideoInfo, containers=frozenset({"mp4", "webm"}), max_s=300)
-# `video_url` of the video-to-video models: MP4/MOV/WebM (SPEC §2.2).  Venice documents no length limit for
-# them; we take 30 s, the longest output duration the API accepts, so an edit never runs past what a model
-# can render.
-VIDEO_TO_VIDEO_RULE = ClipRule(noun="video", kind=VideoInfo, containers=frozenset({"mp4", "webm"}), max_s=30)
-
-# Kling O3 reference-to-video (SPEC §2.2, G-R2V).  The same counts are checked on the request body
-# upstream; they are repeated here on what was actually fetched.
-KLING_O3_MAX_VISUAL_INPUTS = 7  # first frame + last frame + elements + scene images
-KLING_O3_MAX_ELEMENTS_WITH_FRAME = 3
-KLING_O3_MAX_SCENE_IMAGES = 4
-KLING_O3_MAX_REFS_PER_ELEMENT = 3
+# Kling O3 elements: reference images per element (SPEC §2.2), counted on what was fetched.
+MAX_REFS_PER_ELEMENT = 3
 
 
 # --- the entry point --------------------------------------------------------------------------------
@@ -158,30 +61,34 @@ KLING_O3_MAX_REFS_PER_ELEMENT = 3
 def check_media_limits(spec: ModelSpec, req: VideoRequest, probed: Probed) -> None:
     """Raise one InvalidRequest listing every limit the probed inputs break; return None if all pass.
 
-    `probed` maps a request field ("reference_video_urls", "elements.frontal_image_url", ...) to its
-    (file, info) pairs in request order; each MediaFile.field is the exact label used in messages.
+    The limits are the model record's (`spec.inputs`); counts the body already shows were checked by
+    validation, so only what needs the files is checked here.  `probed` maps a request field
+    ("reference_video_urls", "elements.frontal_image_url", ...) to its (file, info) pairs in request order;
+    each MediaFile.field is the exact label used in messages.
     """
-    rules = FAMILY_RULES.get(spec.family)
+    inputs = spec.inputs
     issues: list[Issue] = []
     for field, items in probed.items():
         for file, info in items:
             if isinstance(info, ImageInfo):
-                issues += _image_issues(file, info, image_rule(spec, field))
-    if rules is not None:
-        issues += _clip_issues(probed.get("reference_video_urls", []), rules.reference_videos, "reference_video_urls")
-        audio = list(probed.get("reference_audio_urls", []))
-        if spec.is_reference_to_video:
-            # G-SD: on Seedance R2V, audio_url is a one-item reference_audio_urls.
-            audio = list(probed.get("audio_url", [])) + audio
-        issues += _clip_issues(audio, rules.reference_audio, "reference_audio_urls")
-    issues += _clip_issues(probed.get("audio_url", []), AUDIO_URL_RULE, "audio_url")
-    video_rule = _video_input_rule(spec)
-    if video_rule is not None:
-        issues += _clip_issues(probed.get("video_url", []), video_rule, "video_url")
-    issues += _reference_audio_pairing(req, probed)
+                max_bytes = inputs.reference_image_max_bytes if field == "reference_image_urls" else None
+                issues += _image_issues(file, info, inputs.images, max_bytes)
+    if inputs.reference_videos is not None:
+        issues += _clip_issues(probed.get("reference_video_urls", []), inputs.reference_videos, VideoInfo,
+                               "reference_video_urls")
+    audio = list(probed.get("reference_audio_urls", []))
+    if inputs.audio_url_is_reference:
+        # G-SD / CHANGES §2.2: here audio_url is a one-item reference_audio_urls (its count and limits too).
+        audio = list(probed.get("audio_url", [])) + audio
+    if inputs.reference_audios is not None:
+        issues += _clip_issues(audio, inputs.reference_audios, AudioInfo, "reference_audio_urls")
+    if inputs.audio_url is not None:
+        issues += _clip_issues(probed.get("audio_url", []), inputs.audio_url, AudioInfo, "audio_url")
+    if inputs.video_url is not None:
+        issues += _clip_issues(probed.get("video_url", []), inputs.video_url, VideoInfo, "video_url")
     issues += _source_matched_duration(req, probed)
-    if spec.family == "kling-o3":
-        issues += _kling_o3_counts(probed)
+    issues += _reference_plus_output(spec, req, probed)
+    issues += _element_reference_counts(probed)
     issues = _unique(issues)
     if issues:
         first = issues[0]
@@ -189,23 +96,10 @@ def check_media_limits(spec: ModelSpec, req: VideoRequest, probed: Probed) -> No
         raise InvalidRequest(issues, message=f"{first.label()}: {first.message}{more}")
 
 
-def image_rule(spec: ModelSpec, field: str) -> ImageRule:
-    """The image limits for one field of one model: the family's rules tightened by the catalogue's."""
-    rules = FAMILY_RULES.get(spec.family)
-    base = rules.images if rules else ImageRule()
-    constraints = spec.constraints
-    return ImageRule(
-        min_short_side=_tightest(max, base.min_short_side, constraints.get("reference_image_min_short_side_pixels")),
-        min_aspect=_tightest(max, base.min_aspect, constraints.get("reference_image_min_aspect_ratio")),
-        max_aspect=_tightest(min, base.max_aspect, constraints.get("reference_image_max_aspect_ratio")),
-        max_bytes=rules.reference_images.max_bytes if rules and field == "reference_image_urls" else None,
-    )
-
-
 # --- checks -----------------------------------------------------------------------------------------
 
 
-def _image_issues(file: MediaFile, info: ImageInfo, rule: ImageRule) -> list[Issue]:
+def _image_issues(file: MediaFile, info: ImageInfo, rule: ImageLimits, max_bytes: int | None) -> list[Issue]:
     path = issue_path(file.field)
     issues = []
     if info.format.upper() not in IMAGE_FORMATS:
@@ -239,18 +133,23 @@ def _image_issues(file: MediaFile, info: ImageInfo, rule: ImageRule) -> list[Iss
                 received=round(aspect, 4),
             )
         )
-    issues += _size_issue(file, rule.max_bytes, path)
+    issues += _size_issue(file, _tightest(min, rule.max_bytes, max_bytes), path)
     return issues
 
 
-def _clip_issues(items: Sequence[tuple[MediaFile, Info]], rule: ClipRule, field: str) -> list[Issue]:
+CLIP_NOUNS = {("reference_video_urls", VideoInfo): "clip", ("reference_audio_urls", AudioInfo): "audio clip",
+              ("audio_url", AudioInfo): "audio", ("video_url", VideoInfo): "video"}
+
+
+def _clip_issues(items: Sequence[tuple[MediaFile, Info]], rule: ClipLimits, kind: type, field: str) -> list[Issue]:
     """Count, per-clip format/codec/duration/size, and the total duration of a list of clips."""
     issues = []
+    noun = CLIP_NOUNS[(field, kind)]
     if len(items) > rule.max_count:
         issues.append(
             Issue(
                 [field],
-                f"{len(items)} {rule.noun}s given, the limit is {rule.max_count}",
+                f"{len(items)} {noun}s given, the limit is {rule.max_count}",
                 code="too_big",
                 extra={"maximum": rule.max_count},
             )
@@ -258,19 +157,19 @@ def _clip_issues(items: Sequence[tuple[MediaFile, Info]], rule: ClipRule, field:
     total = 0.0
     for file, info in items:
         path = issue_path(file.field)
-        if not isinstance(info, rule.kind):
-            expected = "a video" if rule.kind is VideoInfo else "an audio file"
+        if not isinstance(info, kind):
+            expected = "a video" if kind is VideoInfo else "an audio file"
             issues.append(Issue(path, f"expected {expected}, got {type(info).__name__.removesuffix('Info').lower()}"))
             continue
         total += info.duration
         issues += _format_issues(info, rule, path)
-        issues += _duration_issues(info.duration, rule, path)
+        issues += _duration_issues(info.duration, rule, noun, path)
         issues += _size_issue(file, rule.max_bytes, path)
     if rule.max_total_s is not None and len(items) > 1 and total > rule.max_total_s + DURATION_SLACK_S:
         issues.append(
             Issue(
                 [field],
-                f"{rule.noun}s total {_num(total, rule.max_total_s)} s, the limit is {_num(rule.max_total_s)} s",
+                f"{noun}s total {_num(total, rule.max_total_s)} s, the limit is {_num(rule.max_total_s)} s",
                 code="too_big",
                 received=round(total, 3),
                 extra={"maximum": rule.max_total_s},
@@ -279,7 +178,7 @@ def _clip_issues(items: Sequence[tuple[MediaFile, Info]], rule: ClipRule, field:
     return issues
 
 
-def _format_issues(info: VideoInfo | AudioInfo, rule: ClipRule, path: list[str | int]) -> list[Issue]:
+def _format_issues(info: VideoInfo | AudioInfo, rule: ClipLimits, path: list[str | int]) -> list[Issue]:
     issues = []
     kind = _container_kind(info)
     if kind not in rule.containers:
@@ -299,12 +198,12 @@ def _format_issues(info: VideoInfo | AudioInfo, rule: ClipRule, path: list[str |
     return issues
 
 
-def _duration_issues(seconds: float, rule: ClipRule, path: list[str | int]) -> list[Issue]:
+def _duration_issues(seconds: float, rule: ClipLimits, noun: str, path: list[str | int]) -> list[Issue]:
     if rule.max_s is not None and seconds > rule.max_s + DURATION_SLACK_S:
         return [
             Issue(
                 path,
-                f"{rule.noun} is {_num(seconds, rule.max_s)} s, the limit is {_num(rule.max_s)} s",
+                f"{noun} is {_num(seconds, rule.max_s)} s, the limit is {_num(rule.max_s)} s",
                 code="too_big",
                 received=round(seconds, 3),
                 extra={"maximum": rule.max_s},
@@ -314,7 +213,7 @@ def _duration_issues(seconds: float, rule: ClipRule, path: list[str | int]) -> l
         return [
             Issue(
                 path,
-                f"{rule.noun} is {_num(seconds, rule.min_s)} s, the minimum is {_num(rule.min_s)} s",
+                f"{noun} is {_num(seconds, rule.min_s)} s, the minimum is {_num(rule.min_s)} s",
                 code="too_small",
                 received=round(seconds, 3),
                 extra={"minimum": rule.min_s},
@@ -353,83 +252,29 @@ def _source_matched_duration(req: VideoRequest, probed: Probed) -> list[Issue]:
                           f"in total, got {_num(total)} s")]
 
 
-def _reference_audio_pairing(req: VideoRequest, probed: Probed) -> list[Issue]:
-    """Reference audio needs a reference image or video beside it (SPEC §2.2); also checked upstream."""
-    if not probed.get("reference_audio_urls"):
+def _reference_plus_output(spec: ModelSpec, req: VideoRequest, probed: Probed) -> list[Issue]:
+    """Wan 3.0: measured reference video + requested output within the model's limit (one rule, in validation)."""
+    if spec.max_reference_plus_output_s is None or req.duration_s is None:
         return []
-    for field in ("reference_image_urls", "reference_video_urls"):
-        if probed.get(field) or req.media.get(field):
-            return []
+    total = sum(info.duration for _, info in probed.get("reference_video_urls", []) if isinstance(info, VideoInfo))
+    return reference_plus_output_issues(spec, round(total, 2), req.duration_s) if total else []
+
+
+def _element_reference_counts(probed: Probed) -> list[Issue]:
+    """Kling O3 elements: reference images per element, counted on the fetched inputs (SPEC §2.2)."""
+    refs_per_element: dict[int, int] = {}
+    for file, _ in probed.get("elements.reference_image_urls", []):
+        index = issue_path(file.field)[1]
+        if isinstance(index, int):
+            refs_per_element[index] = refs_per_element.get(index, 0) + 1
     return [
-        Issue(
-            ["reference_audio_urls"],
-            "reference_audio_urls must be paired with at least one reference image or reference video; "
-            "audio-only references are rejected",
-        )
+        Issue(["elements", index, "reference_image_urls"],
+              f"{refs} reference images given, the limit is {MAX_REFS_PER_ELEMENT} per element", code="too_big")
+        for index, refs in sorted(refs_per_element.items()) if refs > MAX_REFS_PER_ELEMENT
     ]
 
 
-def _kling_o3_counts(probed: Probed) -> list[Issue]:
-    """Kling O3 R2V totals, counted on the fetched inputs (SPEC §2.2)."""
-    frames = len(probed.get("image_url", [])) + len(probed.get("end_image_url", []))
-    scenes = len(probed.get("scene_image_urls", []))
-    refs_per_element: dict[int, int] = {}
-    for field, items in probed.items():
-        if not field.startswith("elements."):
-            continue
-        for file, _ in items:
-            index = issue_path(file.field)[1]
-            if isinstance(index, int):
-                count = 1 if field == "elements.reference_image_urls" else 0
-                refs_per_element[index] = refs_per_element.get(index, 0) + count
-    elements = len(refs_per_element)
-    issues = []
-    if frames + elements + scenes > KLING_O3_MAX_VISUAL_INPUTS:
-        issues.append(
-            Issue(
-                ["elements"],
-                f"first/last frames + elements + scene images total {frames + elements + scenes}, "
-                f"the limit is {KLING_O3_MAX_VISUAL_INPUTS}",
-                code="too_big",
-            )
-        )
-    if frames and elements > KLING_O3_MAX_ELEMENTS_WITH_FRAME:
-        issues.append(
-            Issue(
-                ["elements"],
-                f"{elements} elements given with a start or end frame, the limit is {KLING_O3_MAX_ELEMENTS_WITH_FRAME}",
-                code="too_big",
-            )
-        )
-    if scenes > KLING_O3_MAX_SCENE_IMAGES:
-        issues.append(
-            Issue(
-                ["scene_image_urls"],
-                f"{scenes} scene images given, the limit is {KLING_O3_MAX_SCENE_IMAGES}",
-                code="too_big",
-            )
-        )
-    for index, refs in sorted(refs_per_element.items()):
-        if refs > KLING_O3_MAX_REFS_PER_ELEMENT:
-            issues.append(
-                Issue(
-                    ["elements", index, "reference_image_urls"],
-                    f"{refs} reference images given, the limit is {KLING_O3_MAX_REFS_PER_ELEMENT} per element",
-                    code="too_big",
-                )
-            )
-    return issues
-
-
 # --- helpers ----------------------------------------------------------------------------------------
-
-
-def _video_input_rule(spec: ModelSpec) -> ClipRule | None:
-    if spec.is_upscale:
-        return UPSCALE_VIDEO_RULE
-    if spec.model_type == "video":
-        return VIDEO_TO_VIDEO_RULE
-    return None
 
 
 def _container_kind(info: VideoInfo | AudioInfo) -> str:
