@@ -68,8 +68,8 @@ def _make_clip(ffmpeg: str, out: Path, seconds: float) -> Path:
 def _spec(path: Path) -> RenderSpec:
     return RenderSpec(model="topaz-video-upscale", prompt="", duration_s=0, width=WIDTH, height=HEIGHT, fps=FPS,
                       options={"upscale_factor": 2},
-                      inputs={"video_url": [{"field": "video_url", "path": str(path), "mime": "video/mp4",
-                                             "info": {}}]})
+                      inputs={"video_url": (PreparedInput(field="video_url", path=str(path), mime="video/mp4",
+                                                          sha256="", size=0, info=probe_video(path)),)})
 
 
 def _lanczos_rows(ffmpeg: str, tmp: Path) -> list[dict[str, Any]]:

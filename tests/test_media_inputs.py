@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,8 @@ import numpy as np
 from PIL import Image
 
 from tests.conftest import Api, MediaServer, data_url
-from tests.media.factory import make_mp4, make_png, make_wav
+from tests.media.factory import make_mp4, make_png, make_wav, prepared_input
+from vidgate.catalog.request import JobPayload
 
 
 def solid_png(path: Path, w: int, h: int, rgb: tuple[int, int, int]) -> Path:
@@ -159,3 +161,33 @@ async def test_video_to_video_keeps_the_inputs_length(media_api: Api, tmp_path: 
     assert facts["size"] == (960, 720)
     assert facts["frames"] == 72 and abs(facts["duration"] - 3.0) < 0.05
     assert facts["audio_duration"] is not None and abs(facts["audio_duration"] - 3.0) < 0.1
+
+
+# --- the stored job --------------------------------------------------------------------------------------
+
+
+def _payload(tmp_path: Path) -> JobPayload:
+    """A job with one input of each media kind, a keyframe and an element among them."""
+    return JobPayload(model="test-model", inputs={
+        "keyframes": (prepared_input(make_png(tmp_path / "k.png", 64, 48), "keyframes[0].image_url",
+                                     frame_index=24),),
+        "elements.video_url": (prepared_input(make_mp4(tmp_path / "c.mp4", 1), "elements[0].video_url",
+                                              element=0),),
+        "audio_url": (prepared_input(make_wav(tmp_path / "a.wav", 1), "audio_url"),),
+    })
+
+
+def test_job_inputs_come_back_typed_from_the_stored_json(tmp_path: Path) -> None:
+    payload = _payload(tmp_path)
+    stored = json.loads(json.dumps(payload.to_json()))
+    assert JobPayload.from_json(stored) == payload
+    assert [items[0]["info"]["kind"] for items in stored["inputs"].values()] == ["image", "video", "audio"]
+    assert set(stored["inputs"]["audio_url"][0]) == {"field", "path", "mime", "sha256", "size", "info"}
+
+
+def test_jobs_stored_before_info_kinds_are_still_read(tmp_path: Path) -> None:
+    payload = _payload(tmp_path)
+    stored = json.loads(json.dumps(payload.to_json()))
+    for items in stored["inputs"].values():
+        del items[0]["info"]["kind"]
+    assert JobPayload.from_json(stored) == payload

@@ -4,7 +4,6 @@ client would see their output: by opening the MP4 with PyAV and looking at its f
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -14,14 +13,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.media.factory import make_wav
+from tests.media.factory import make_wav, prepared_input
 from vidgate.engines.base import RenderSpec
 from vidgate.engines.encode import AUDIO_RATE, decode_audio
 from vidgate.engines.frames import VideoSampler, cover_box, frame_cover, load_image
 from vidgate.engines.image_to_video import ImageToVideoEngine, plan_anchors
 from vidgate.engines.reference import ReferenceEngine, order_references
 from vidgate.engines.video_to_video import VideoToVideoEngine
-from vidgate.media.types import AudioInfo, ImageInfo, VideoInfo
+from vidgate.media.types import ImageInfo, PreparedInput
 
 FAST = {"preset": "ultrafast", "crf": 30, "threads": 2}
 SIZE = (320, 180)
@@ -36,12 +35,11 @@ NAMED = {"red": RED, "green": GREEN, "blue": BLUE, "yellow": YELLOW, "magenta": 
 
 
 def _image(path: Path, colour: tuple[int, int, int] | np.ndarray, size: tuple[int, int] = (400, 300),
-           field: str = "image_url", **extra: Any) -> dict[str, Any]:
+           field: str = "image_url", **extra: Any) -> PreparedInput:
     """A PNG (solid `colour`, or the given RGB array) as a RenderSpec input item."""
     img = Image.fromarray(colour, "RGB") if isinstance(colour, np.ndarray) else Image.new("RGB", size, colour)
     img.save(path, format="PNG")
-    info = ImageInfo(format="PNG", width=img.width, height=img.height)
-    return {"field": field, "path": str(path), "mime": "image/png", "info": asdict(info), **extra}
+    return prepared_input(path, field, **extra)
 
 
 def _tone(freq: float, seconds: float) -> np.ndarray:
@@ -51,7 +49,7 @@ def _tone(freq: float, seconds: float) -> np.ndarray:
 
 
 def _clip(path: Path, frames: list[np.ndarray], fps: int = 24, *, tone_hz: float | None = None,
-          field: str = "video_url", rotation: int = 0) -> dict[str, Any]:
+          field: str = "video_url", rotation: int = 0) -> PreparedInput:
     """An H.264 MP4 of the given RGB frames (+ an AAC sine tone) as a RenderSpec input item."""
     h, w = frames[0].shape[:2]
     seconds = len(frames) / fps
@@ -79,9 +77,7 @@ def _clip(path: Path, frames: list[np.ndarray], fps: int = 24, *, tone_hz: float
                     container.mux(packet)
             for packet in audio.encode(None):
                 container.mux(packet)
-    info = VideoInfo(container="mov,mp4,m4a,3gp,3g2,mj2", video_codec="h264", width=w, height=h, fps=float(fps),
-                     duration=seconds, frames=len(frames), audio_codec="aac" if tone_hz else None)
-    return {"field": field, "path": str(path), "mime": "video/mp4", "info": asdict(info)}
+    return prepared_input(path, field)
 
 
 def _solid_frames(colours: list[tuple[int, int, int]], each: int, size: tuple[int, int] = (192, 144)) -> list:
@@ -89,16 +85,21 @@ def _solid_frames(colours: list[tuple[int, int, int]], each: int, size: tuple[in
     return [np.full((h, w, 3), c, dtype=np.uint8) for c in colours for _ in range(each)]
 
 
-def _wav(path: Path, seconds: float, field: str = "reference_audio_urls[0]") -> dict[str, Any]:
+def _wav(path: Path, seconds: float, field: str = "reference_audio_urls[0]") -> PreparedInput:
     make_wav(path, seconds)  # 440 Hz
-    info = AudioInfo(container="wav", codec="pcm_s16le", duration=seconds, sample_rate=44100, channels=1)
-    return {"field": field, "path": str(path), "mime": "audio/wav", "info": asdict(info)}
+    return prepared_input(path, field)
 
 
-def _spec(inputs: dict[str, list[dict[str, Any]]], *, prompt: str = "a lighthouse at dusk", duration_s: int = 2,
+def _spec(inputs: dict[str, list[PreparedInput]], *, prompt: str = "a lighthouse at dusk", duration_s: int = 2,
           size: tuple[int, int] = SIZE, audio: bool = False, model: str = "test-model") -> RenderSpec:
     return RenderSpec(model=model, prompt=prompt, duration_s=duration_s, width=size[0], height=size[1], fps=24,
-                      audio=audio, inputs=inputs)
+                      audio=audio, inputs={key: tuple(items) for key, items in inputs.items()})
+
+
+def _unfetched(field: str, **extra: Any) -> PreparedInput:
+    """An image input that is never opened: for checks that only plan (which picture goes where)."""
+    return PreparedInput(field=field, path=f"/{field}", mime="image/png", sha256="", size=0,
+                         info=ImageInfo(format="PNG", width=1, height=1), **extra)
 
 
 # --- reading outputs ----------------------------------------------------------------------------------
@@ -176,7 +177,7 @@ def test_sampler_gives_nearest_frame_by_time_and_rewinds(tmp_path: Path) -> None
     def level(sampler: VideoSampler, t: float) -> int:
         return round(float(sampler.at(t).to_ndarray(format="rgb24").mean()) / 20)
 
-    with VideoSampler(item["path"]) as sampler:
+    with VideoSampler(item.path) as sampler:
         assert [level(sampler, t) for t in (0.0, 0.04, 0.06, 0.31, 0.5, 5.0)] == [0, 0, 1, 3, 5, 9]
         assert level(sampler, 0.2) == 2  # an earlier time reopens the clip
 
@@ -186,7 +187,7 @@ def test_display_rotation_is_applied(tmp_path: Path) -> None:
     rgb = np.zeros((32, 64, 3), dtype=np.uint8)
     rgb[:, :32] = 255
     item = _clip(tmp_path / "rot.mp4", [rgb] * 3, rotation=90)
-    with VideoSampler(item["path"]) as sampler:
+    with VideoSampler(item.path) as sampler:
         upright = np.asarray(frame_cover(sampler.at(0.0), 32, 64))
     assert upright[:24].mean() < 40 and upright[40:].mean() > 215
 
@@ -253,11 +254,9 @@ def test_keyframe_appears_on_its_frame(tmp_path: Path) -> None:
 
 
 def test_keyframe_anchors() -> None:
-    def item(name: str, **extra: Any) -> dict[str, Any]:
-        return {"field": name, "path": f"/{name}", "mime": "image/png", "info": {}, **extra}
-
-    spec = _spec({"image_url": [item("start")], "end_image_url": [item("end")],
-                  "keyframes": [item("k0", frame_index=0), item("k2", frame_index=48), item("k1", frame_index=10)]})
+    spec = _spec({"image_url": [_unfetched("start")], "end_image_url": [_unfetched("end")],
+                  "keyframes": [_unfetched("k0", frame_index=0), _unfetched("k2", frame_index=48),
+                                _unfetched("k1", frame_index=10)]})
     # 48 frames: index 48 (one past the end, allowed by the API) is the last frame, and keyframes win over
     # image_url and end_image_url.
     assert [(a.frame, a.path) for a in plan_anchors(spec, 48)] == [(0, "/k0"), (10, "/k1"), (47, "/k2")]
@@ -327,7 +326,7 @@ def test_prompt_names_the_shot_order(tmp_path: Path) -> None:
     clip = _clip(tmp_path / "green.mp4", _solid_frames([GREEN], 24), field="reference_video_urls[0]")
     spec = _spec({"reference_image_urls": [red, blue], "reference_video_urls": [clip]},
                  prompt="Refer to <Video 1>, then the car in <Image 2>", audio=False)
-    assert [r.item["field"] for r in order_references(spec)] == [
+    assert [r.item.field for r in order_references(spec)] == [
         "reference_video_urls[0]", "reference_image_urls[1]", "reference_image_urls[0]"]
     out = _render(ReferenceEngine(**FAST), spec, tmp_path / "out.mp4")
     frames = _frames(out)
@@ -337,17 +336,14 @@ def test_prompt_names_the_shot_order(tmp_path: Path) -> None:
 
 
 def test_kling_elements_scene_images_and_frames_order() -> None:
-    def item(name: str, **extra: Any) -> dict[str, Any]:
-        return {"field": name, "path": f"/{name}", "mime": "image/png", "info": {}, **extra}
-
     spec = _spec({
-        "image_url": [item("first")],
-        "end_image_url": [item("last")],
-        "elements.frontal_image_url": [item("e1.front", element=0), item("e2.front", element=1)],
-        "elements.reference_image_urls": [item("e2.ref", element=1), item("e1.ref", element=0)],
-        "scene_image_urls": [item("scene1"), item("scene2")],
+        "image_url": [_unfetched("first")],
+        "end_image_url": [_unfetched("last")],
+        "elements.frontal_image_url": [_unfetched("e1.front", element=0), _unfetched("e2.front", element=1)],
+        "elements.reference_image_urls": [_unfetched("e2.ref", element=1), _unfetched("e1.ref", element=0)],
+        "scene_image_urls": [_unfetched("scene1"), _unfetched("scene2")],
     }, prompt="@Image2 at night, @Element2 walks towards @Element1")
-    assert [r.item["field"] for r in order_references(spec)] == [
+    assert [r.item.field for r in order_references(spec)] == [
         "first", "scene2", "e2.front", "e2.ref", "e1.front", "e1.ref", "scene1", "last"]
 
 
@@ -381,7 +377,7 @@ def test_reference_without_reference_audio_gets_the_prompt_chord(tmp_path: Path)
 
 
 @pytest.fixture(scope="module")
-def restyled(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+def restyled(tmp_path_factory: pytest.TempPathFactory) -> tuple[PreparedInput, Path]:
     """A 1.5 s 30 fps input, left half white and right half black, whose right half turns grey at 0.5 s;
     with a 440 Hz tone.  Rendered at 24 fps."""
     tmp = tmp_path_factory.mktemp("v2v")
@@ -397,7 +393,7 @@ def restyled(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], 
     return source, _render(VideoToVideoEngine(**FAST), spec, tmp / "out.mp4")
 
 
-def test_video_to_video_keeps_the_input_duration_at_24_fps(restyled: tuple[dict[str, Any], Path]) -> None:
+def test_video_to_video_keeps_the_input_duration_at_24_fps(restyled: tuple[PreparedInput, Path]) -> None:
     s = _streams(restyled[1])
     assert s["size"] == (320, 240)
     assert s["rate"] == Fraction(24)
@@ -406,11 +402,11 @@ def test_video_to_video_keeps_the_input_duration_at_24_fps(restyled: tuple[dict[
     assert s["audio_s"] == pytest.approx(1.5, abs=0.05)
 
 
-def test_video_to_video_keeps_the_input_audio(restyled: tuple[dict[str, Any], Path]) -> None:
+def test_video_to_video_keeps_the_input_audio(restyled: tuple[PreparedInput, Path]) -> None:
     assert _peak_hz(restyled[1], 1.5) == pytest.approx(440, abs=3)
 
 
-def test_video_to_video_picture_follows_the_input(restyled: tuple[dict[str, Any], Path]) -> None:
+def test_video_to_video_picture_follows_the_input(restyled: tuple[PreparedInput, Path]) -> None:
     source, out = restyled
     frames = _frames(out)
     first = frames[0].astype(int)
@@ -420,7 +416,7 @@ def test_video_to_video_picture_follows_the_input(restyled: tuple[dict[str, Any]
     assert frames[11][60:180, 200:280].mean() < 50
     assert 70 < frames[13][60:180, 200:280].mean() < 180
     # ... and it is restyled, not a copy.
-    with VideoSampler(source["path"]) as sampler:
+    with VideoSampler(source.path) as sampler:
         original = sampler.at(0.0).to_ndarray(format="rgb24").astype(int)
     assert np.abs(original - first).mean() > 8
 

@@ -15,6 +15,7 @@ import av
 import numpy as np
 import pytest
 
+from tests.media.factory import prepared_input
 from vidgate.engines import upscale
 from vidgate.engines.base import RenderSpec
 from vidgate.engines.encode import AUDIO_RATE, decode_audio
@@ -82,8 +83,7 @@ def make_video(path: Path, width: int, height: int, frames: int, rate: Fraction 
 def _spec(path: Path, factor: int | None) -> RenderSpec:
     options = {} if factor is None else {"upscale_factor": factor}
     return RenderSpec(model="topaz-video-upscale", prompt="", duration_s=0, width=0, height=0, options=options,
-                      inputs={"video_url": [{"field": "video_url", "path": str(path), "mime": "video/mp4",
-                                             "info": {}}]})
+                      inputs={"video_url": (prepared_input(path, "video_url"),)})
 
 
 INPUTS: dict[str, dict] = {

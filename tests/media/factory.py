@@ -19,12 +19,16 @@ Every maker writes to the `path` it is given and returns that path, so tests can
     make_large_mp4(path, min_bytes=50 * MiB, w=1280, h=720, fps=24)
                                                         -> Path   a valid H.264 MP4 of at least `min_bytes`
                                                                   (random noise, so it does not compress)
+    prepared_input(path, field, frame_index=None, element=None)
+                                                        -> PreparedInput   the file as prepare_inputs hands
+                                                                  it to the engines (sniffed, hashed, probed)
 
 Frame counts are `round(seconds * fps)`, so the video stream lasts exactly that many frames.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import wave
 from fractions import Fraction
@@ -33,6 +37,10 @@ from pathlib import Path
 import av
 import numpy as np
 from PIL import Image
+
+from vidgate.media.fetch import SNIFF_BYTES, sniff_mime
+from vidgate.media.probe import probe_audio, probe_image, probe_video
+from vidgate.media.types import PreparedInput
 
 MiB = 1024 * 1024
 
@@ -47,6 +55,7 @@ __all__ = [
     "make_png",
     "make_wav",
     "make_webm",
+    "prepared_input",
 ]
 
 
@@ -300,3 +309,20 @@ def make_large_mp4(
         if size >= min_bytes:
             return path
         n_frames = math.ceil(n_frames * min_bytes * 1.1 / max(size, 1))
+
+
+# --- engine inputs ----------------------------------------------------------------------------------------
+
+
+PROBES = {"image": probe_image, "video": probe_video, "audio": probe_audio}
+
+
+def prepared_input(path: Path | str, field: str, *, frame_index: int | None = None,
+                   element: int | None = None) -> PreparedInput:
+    """`path` as `prepare_inputs` hands it to the engines: its mime sniffed, its bytes hashed, probed."""
+    path = Path(path).resolve()
+    data = path.read_bytes()
+    mime = sniff_mime(data[:SNIFF_BYTES]) or "application/octet-stream"
+    info = PROBES[mime.split("/")[0]](path)
+    return PreparedInput(field=field, path=str(path), mime=mime, sha256=hashlib.sha256(data).hexdigest(),
+                         size=len(data), info=info, frame_index=frame_index, element=element)

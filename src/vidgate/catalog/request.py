@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from vidgate.media.types import Inputs, PreparedInput
+
 # Fields that carry user media (URLs or data: URLs), by the kind of media they hold.
 MEDIA_URL_FIELDS: dict[str, str] = {
     "image_url": "image",
@@ -40,11 +42,10 @@ class CameraKeyframe:
 
 
 @dataclass(frozen=True)
-class VideoRequest:
-    """A request that passed validation: every value is one the model accepts. Never modified."""
+class RenderChoices:
+    """What a request asks the engine for: the part that the validated request and the stored job share."""
 
-    model: str  # the catalogue id (an alias is resolved); `model_echo` is what the client sent
-    model_echo: str = ""
+    model: str  # the catalogue id (an alias is resolved)
     prompt: str = ""
     negative_prompt: str = ""
     duration: str | None = None
@@ -56,6 +57,13 @@ class VideoRequest:
     bitrate_mode: str = "standard"
     omni_reference_task_type: str | None = None
     camera_trajectory: tuple[CameraKeyframe, ...] | None = None
+
+
+@dataclass(frozen=True)
+class VideoRequest(RenderChoices):
+    """A request that passed validation: every value is one the model accepts. Never modified."""
+
+    model_echo: str = ""  # the id the client sent (a dotted alias stays as sent in the answer)
     # The media fields as sent (read-only by convention: nothing writes into them after validation).
     media: dict[str, Any] = field(default_factory=dict)
     consents: dict[str, Any] | None = None
@@ -77,41 +85,33 @@ class MediaFacts:
 
 
 @dataclass(frozen=True)
-class JobPayload:
+class JobPayload(RenderChoices):
     """What a job stores and its worker reads: the request without its raw media, and the prepared files."""
 
-    model: str
-    prompt: str = ""
-    negative_prompt: str = ""
-    duration: str | None = None
-    duration_s: int | None = None
-    resolution: str | None = None
-    aspect_ratio: str | None = None
-    audio: bool = False
-    upscale_factor: int | None = None
-    bitrate_mode: str = "standard"
-    omni_reference_task_type: str | None = None
-    camera_trajectory: tuple[CameraKeyframe, ...] | None = None
-    # The fetched, probed media (RenderSpec.inputs layout) and the folder holding them.
-    inputs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # The fetched, probed media (RenderSpec.inputs) and the folder holding them.
+    inputs: Inputs = field(default_factory=dict)
     inputs_dir: str | None = None
     # Decided from the model's record at queue time, so a job renders as it was accepted.
     workflows: bool = False
 
     @classmethod
-    def of(cls, req: VideoRequest, inputs: dict[str, list[dict[str, Any]]], inputs_dir: str | None, *,
+    def of(cls, req: VideoRequest, inputs: Inputs, inputs_dir: str | None, *,
            workflows: bool) -> JobPayload:
-        names = {f.name for f in fields(cls)} - {"inputs", "inputs_dir", "workflows"}
-        return cls(**{name: getattr(req, name) for name in names}, inputs=inputs, inputs_dir=inputs_dir,
+        shared = {f.name: getattr(req, f.name) for f in fields(RenderChoices)}
+        return cls(**shared, inputs=inputs, inputs_dir=inputs_dir,
                    workflows=workflows)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "inputs": {key: [item.to_json() for item in items]
+                                           for key, items in self.inputs.items()}}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> JobPayload:
         known = {f.name for f in fields(cls)}
-        payload = cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        values["inputs"] = {key: tuple(PreparedInput.from_json(item) for item in items)
+                            for key, items in values.get("inputs", {}).items()}
+        payload = cls(**values)
         if payload.camera_trajectory is not None:
             points = tuple(CameraKeyframe(**p) if isinstance(p, dict) else p for p in payload.camera_trajectory)
             payload = replace(payload, camera_trajectory=points)

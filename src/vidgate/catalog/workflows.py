@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from vidgate.errors import Issue
+from vidgate.media.types import Inputs, PreparedInput
 
 # A crossfade or dip-to-black between two stitched clips lasts this long; its frames are generated between the
 # clips (which both play in full), so a stitch lasts the sum of its clips plus this per non-cut join.
@@ -94,10 +95,10 @@ class Counts:
                    audio=n("reference_audio_urls") + (1 if body.get("audio_url") is not None else 0))
 
     @classmethod
-    def of_inputs(cls, inputs: dict[str, list[dict[str, Any]]]) -> Counts:
-        """From the fetched inputs (RenderSpec.inputs layout)."""
-        return cls(images=len(inputs.get("reference_image_urls", [])),
-                   videos=len(inputs.get("reference_video_urls", [])),
+    def of_inputs(cls, inputs: Inputs) -> Counts:
+        """From the fetched inputs (RenderSpec.inputs)."""
+        return cls(images=len(inputs.get("reference_image_urls", ())),
+                   videos=len(inputs.get("reference_video_urls", ())),
                    audio=len(audio_inputs(inputs)))
 
 
@@ -117,9 +118,9 @@ def find_tags(prompt: str) -> list[Tag]:
     return [Tag(m.group("kind"), int(m.group("n")), m.start()) for m in _TAG.finditer(prompt or "")]
 
 
-def audio_inputs(inputs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+def audio_inputs(inputs: Inputs) -> list[PreparedInput]:
     """The reference audio in `<Audio N>` order: reference_audio_urls, then audio_url."""
-    return [*inputs.get("reference_audio_urls", []), *inputs.get("audio_url", [])]
+    return [*inputs.get("reference_audio_urls", ()), *inputs.get("audio_url", ())]
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from vidgate.media.types import Inputs
+
 ProgressCallback = Callable[[float], None]
 """Called with the fraction of frames done (0.0 … 1.0)."""
 
@@ -25,15 +27,12 @@ class RenderSpec:
     negative_prompt: str = ""
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
-    # The user's media, fetched and probed at queue time. Keys are request fields ("image_url",
-    # "reference_video_urls", "audio_url", "keyframes", "elements.frontal_image_url", ...); each value is a
-    # list, in request order, of {"field": "reference_video_urls[1]", "path": "/abs/file", "mime": ...,
-    # "info": {...ImageInfo/VideoInfo/AudioInfo as a dict}, plus "frame_index" for keyframes and
-    # "element" (its index) for elements}.
-    inputs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # The user's media, fetched and probed at queue time, by request field group ("image_url",
+    # "reference_video_urls", "audio_url", "keyframes", "elements.frontal_image_url", ...), in request order.
+    inputs: Inputs = field(default_factory=dict)
 
     def input_paths(self, key: str) -> list[str]:
-        return [item["path"] for item in self.inputs.get(key, [])]
+        return [item.path for item in self.inputs.get(key, ())]
 
 
 class Engine(Protocol):

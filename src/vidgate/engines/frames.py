@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import av
 import numpy as np
@@ -35,6 +34,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageFont, ImageOps
 from vidgate.engines.base import RenderSpec
 from vidgate.engines.encode import DEFAULT_X264_THREADS, EncoderSettings
 from vidgate.engines.procedural import prompt_palette, spec_digest
+from vidgate.media.types import AudioInfo, Info, PreparedInput, VideoInfo
 
 Box = tuple[float, float, float, float]
 
@@ -328,22 +328,19 @@ class VideoSampler:
         return self._cur[1]
 
 
-def clip_seconds(item: dict[str, object]) -> float:
+def clip_seconds(item: PreparedInput) -> float:
     """A video or audio input's duration from its probe info, or from the file when the info lacks it."""
-    info = item.get("info")
-    duration = info.get("duration") if isinstance(info, dict) else None
-    if isinstance(duration, (int, float)) and duration > 0:
-        return float(duration)
-    with av.open(str(item["path"])) as container:
+    if isinstance(item.info, (VideoInfo, AudioInfo)) and item.info.duration > 0:
+        return float(item.info.duration)
+    with av.open(item.path) as container:
         return max(0.0, (container.duration or 0) / 1_000_000)
 
 
-def has_audio(item: dict[str, object]) -> bool:
+def has_audio(item: PreparedInput) -> bool:
     """Whether a video input has an audio stream (from its probe info, else from the file)."""
-    info = item.get("info")
-    if isinstance(info, dict) and "audio_codec" in info:
-        return info["audio_codec"] is not None
-    with av.open(str(item["path"])) as container:
+    if isinstance(item.info, VideoInfo):
+        return item.info.audio_codec is not None
+    with av.open(item.path) as container:
         return bool(container.streams.audio)
 
 
@@ -477,25 +474,31 @@ def stream_rate(stream: av.video.stream.VideoStream, probed: float | None,
     raise ValueError("the video has no frame rate")
 
 
-def read_clip_timing(path: str | Path, info: dict[str, Any] | None = None, *, label: str = "the input",
+# Stands in for a clip without a video probe: all zero, so the file's headers decide alone.
+_UNPROBED = VideoInfo(container="", video_codec="", width=0, height=0, fps=0.0, duration=0.0, frames=None,
+                      audio_codec=None)
+
+
+def read_clip_timing(path: str | Path, info: Info | None = None, *, label: str = "the input",
                      fallback_fps: Fraction | None = None) -> ClipTiming:
-    """Size, frame rate and frame count from the file's headers; the probe's `info` fills what they lack."""
-    info = info or {}
+    """Size, frame rate and frame count from the file's headers; the probe's `info` fills what they lack
+    (only a video's info has anything to give)."""
+    video = info if isinstance(info, VideoInfo) else _UNPROBED
     with av.open(str(path)) as container:
         if not container.streams.video:
             raise ValueError(f"{label} has no video stream")
         stream = container.streams.video[0]
-        width = stream.codec_context.width or int(info.get("width") or 0)
-        height = stream.codec_context.height or int(info.get("height") or 0)
-        fps = stream_rate(stream, info.get("fps"), fallback_fps)
-        frames = stream.frames or int(info.get("frames") or 0)
+        width = stream.codec_context.width or video.width
+        height = stream.codec_context.height or video.height
+        fps = stream_rate(stream, video.fps, fallback_fps)
+        frames = stream.frames or video.frames or 0
         if not frames:
             if stream.duration and stream.time_base:
                 seconds = float(stream.duration * stream.time_base)
             elif container.duration:
                 seconds = container.duration / av.time_base
             else:
-                seconds = float(info.get("duration") or 0)
+                seconds = float(video.duration)
             frames = round(seconds * fps)
         has_sound = bool(container.streams.audio)
     if width <= 0 or height <= 0 or frames <= 0:

@@ -59,17 +59,17 @@ def plan_anchors(spec: RenderSpec, frame_count: int) -> list[AnchorPlan]:
     """
     last = frame_count - 1
     at: dict[int, AnchorPlan] = {}
-    for item in spec.inputs.get("keyframes", []):
-        frame = min(last, max(0, round(int(item["frame_index"]) * spec.fps / KEYFRAME_FPS)))
-        at[frame] = AnchorPlan(frame, item["path"], item.get("field", "keyframes"))
-    start = spec.inputs.get("image_url", [])
+    for item in spec.inputs.get("keyframes", ()):
+        frame = min(last, max(0, round((item.frame_index or 0) * spec.fps / KEYFRAME_FPS)))
+        at[frame] = AnchorPlan(frame, item.path, item.field)
+    start = spec.inputs.get("image_url", ())
     if not start and not at:
-        start = next((spec.inputs[k] for k in FALLBACK_START_KEYS if spec.inputs.get(k)), [])
+        start = next((spec.inputs[k] for k in FALLBACK_START_KEYS if spec.inputs.get(k)), ())
     if start and 0 not in at:
-        at[0] = AnchorPlan(0, start[0]["path"], start[0].get("field", "image_url"))
-    end = spec.inputs.get("end_image_url", [])
+        at[0] = AnchorPlan(0, start[0].path, start[0].field)
+    end = spec.inputs.get("end_image_url", ())
     if end and last not in at:
-        at[last] = AnchorPlan(last, end[0]["path"], end[0].get("field", "end_image_url"))
+        at[last] = AnchorPlan(last, end[0].path, end[0].field)
     if not at:
         raise ValueError("image-to-video needs an image: image_url, end_image_url or keyframes")
     return [at[frame] for frame in sorted(at)]

@@ -10,17 +10,28 @@ from vidgate.catalog.request import JobPayload
 from vidgate.catalog.workflows import STITCH_TRANSITION_SECONDS, Counts, Workflow, classify
 from vidgate.engines.base import RenderSpec
 from vidgate.media.geometry import frame_size, frame_size_like
+from vidgate.media.types import ImageInfo, Info, VideoInfo
 
 FPS = 24
 SOURCE_MATCHED_ASPECTS = ("adaptive", "auto")
 
 
-def _first_info(request: JobPayload, *keys: str) -> dict[str, Any] | None:
+def _first_info(request: JobPayload, *keys: str) -> Info | None:
     for key in keys:
         items = request.inputs.get(key)
         if items:
-            return items[0]["info"]
+            return items[0].info
     return None
+
+
+def _source_video(request: JobPayload) -> VideoInfo | None:
+    info = _first_info(request, "video_url")
+    return info if isinstance(info, VideoInfo) else None
+
+
+def _reference_clips(request: JobPayload) -> list[VideoInfo]:
+    # Every reference_video_urls input was probed as a video; the filter only narrows the type.
+    return [item.info for item in request.inputs.get("reference_video_urls", ()) if isinstance(item.info, VideoInfo)]
 
 
 def _even(value: float) -> int:
@@ -38,27 +49,30 @@ def plan_render(engine: str, request: JobPayload) -> RenderSpec:
     if request.camera_trajectory:
         options["camera_trajectory"] = [asdict(point) for point in request.camera_trajectory]
     if engine == "upscale":
-        info = _first_info(request, "video_url") or {}
+        source = _source_video(request)
+        width, height, seconds = (source.width, source.height, source.duration) if source else (640, 360, 1)
         factor = request.upscale_factor or 2
-        size = (_even(info.get("width", 640) * factor), _even(info.get("height", 360) * factor))
-        duration = max(1, math.ceil(info.get("duration", 1)))
+        size = (_even(width * factor), _even(height * factor))
+        duration = max(1, math.ceil(seconds))
         options["upscale_factor"] = factor
     elif engine == "video":
-        info = _first_info(request, "video_url")
-        if info:
-            size = frame_size_like(request.resolution, info["width"], info["height"])
-            duration = max(1, math.ceil(info["duration"]))
+        source = _source_video(request)
+        if source:
+            size = frame_size_like(request.resolution, source.width, source.height)
+            # A model with its own durations (Grok Imagine v2v) makes that length; `Auto` ones the source's.
+            duration = request.duration_s or max(1, math.ceil(source.duration))
+            if request.duration_s:
+                options["length_from_request"] = True
             # Video-to-video keeps the input's sound, whether or not the model generates audio of its own.
-            audio = info.get("audio_codec") is not None
+            audio = source.audio_codec is not None
     elif engine in ("image", "reference"):
         if aspect is None or aspect in SOURCE_MATCHED_ASPECTS:
             info = _first_info(request, "reference_video_urls", "video_url", "image_url", "keyframes",
                                "reference_image_urls", "elements.frontal_image_url", "scene_image_urls")
-            if info:
-                size = frame_size_like(request.resolution, info["width"], info["height"])
+            if isinstance(info, (ImageInfo, VideoInfo)):
+                size = frame_size_like(request.resolution, info.width, info.height)
         if request.duration == "auto":
-            total = sum(item["info"]["duration"] for item in request.inputs.get("reference_video_urls", []))
-            duration = max(1, math.ceil(total))
+            duration = max(1, math.ceil(sum(clip.duration for clip in _reference_clips(request))))
         options["task_type"] = request.omni_reference_task_type
         if engine == "reference" and request.workflows:
             workflow = classify(request.prompt, request.omni_reference_task_type, Counts.of_inputs(request.inputs))
@@ -86,20 +100,20 @@ def _plan_workflow(workflow: Workflow, request: JobPayload, duration: int,
     when the prompt keeps it; Stitch lasts its clips plus STITCH_TRANSITION_SECONDS per non-cut join.  A
     source-matched aspect (`adaptive`/`auto`, or none) is the edited/extended clip's, or the first stitched one's.
     """
-    clips = [item["info"] for item in request.inputs.get("reference_video_urls", [])]
+    clips = _reference_clips(request)
     source = clips[workflow.videos[0]]
-    fps = max(1, round(float(source.get("fps") or FPS)))
-    size = frame_size_like(request.resolution, source["width"], source["height"])
+    fps = max(1, round(float(source.fps or FPS)))
+    size = frame_size_like(request.resolution, source.width, source.height)
     if workflow.kind == "edit":
-        duration = max(1, math.ceil(source["duration"]))
+        duration = max(1, math.ceil(source.duration))
     elif workflow.kind == "extend":
         options["extend_seconds"] = duration
         if workflow.include_source:
-            duration += max(1, math.ceil(source["duration"]))
+            duration += max(1, math.ceil(source.duration))
     else:
         stitched = [clips[i] for i in workflow.videos]
         joins = sum(1 for kind in workflow.transitions if kind != "cut")
-        duration = max(1, math.ceil(sum(c["duration"] for c in stitched) + joins * STITCH_TRANSITION_SECONDS))
-        if len({c.get("fps") for c in stitched}) > 1:
+        duration = max(1, math.ceil(sum(c.duration for c in stitched) + joins * STITCH_TRANSITION_SECONDS))
+        if len({c.fps for c in stitched}) > 1:
             fps = FPS
     return duration, fps, size

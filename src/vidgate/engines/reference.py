@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
 
 import av
 import numpy as np
@@ -47,6 +47,7 @@ from vidgate.engines.frames import (
     motion_rng,
 )
 from vidgate.engines.procedural import soundtrack
+from vidgate.media.types import ImageInfo, PreparedInput, VideoInfo
 
 IMAGE_SHOT_SECONDS = 1.5  # an image's weight when the duration is shared out; a clip's is its own length
 FADE_SECONDS = 0.25  # crossfade between shots (shortened for very short shots)
@@ -61,20 +62,18 @@ _NOT_VISUAL = {*AUDIO_KEYS, "keyframes", "reference_document_urls"}
 @dataclass(frozen=True)
 class Reference:
     kind: str  # "image" | "video"
-    item: dict[str, Any]
+    item: PreparedInput
 
 
-def _kind(item: dict[str, Any]) -> str | None:
-    mime = str(item.get("mime") or "")
-    info = item.get("info") or {}
-    if mime.startswith("video/") or "video_codec" in info:
+def _kind(item: PreparedInput) -> str | None:
+    if isinstance(item.info, VideoInfo):
         return "video"
-    if mime.startswith("image/") or "format" in info:
+    if isinstance(item.info, ImageInfo):
         return "image"
     return None
 
 
-def _refs(items: list[dict[str, Any]]) -> list[Reference]:
+def _refs(items: Iterable[PreparedInput]) -> list[Reference]:
     return [Reference(kind, item) for item in items if (kind := _kind(item)) is not None]
 
 
@@ -83,16 +82,16 @@ def order_references(spec: RenderSpec) -> list[Reference]:
     inputs = spec.inputs
     groups: dict[tuple[str, int], list[Reference]] = {}
     element_keys = [k for k in inputs if k.startswith("elements.")]
-    element_ids = sorted({int(item.get("element", 0)) for k in element_keys for item in inputs[k]})
+    element_ids = sorted({item.element or 0 for k in element_keys for item in inputs[k]})
     for n, element in enumerate(element_ids):
         refs: list[Reference] = []
         for key in ("elements.frontal_image_url", "elements.reference_image_urls",
                     *sorted(k for k in element_keys if k not in ("elements.frontal_image_url",
                                                                   "elements.reference_image_urls"))):
-            refs += _refs([item for item in inputs.get(key, []) if int(item.get("element", 0)) == element])
+            refs += _refs(item for item in inputs.get(key, ()) if (item.element or 0) == element)
         groups[("element", n)] = refs
     for key in ("scene_image_urls", "reference_image_urls", "reference_video_urls", "video_url"):
-        for n, item in enumerate(inputs.get(key, [])):
+        for n, item in enumerate(inputs.get(key, ())):
             groups[(key, n)] = _refs([item])
     known = {"image_url", "end_image_url", "scene_image_urls", "reference_image_urls", "reference_video_urls",
              "video_url", *element_keys, *_NOT_VISUAL}
@@ -111,7 +110,7 @@ def order_references(spec: RenderSpec) -> list[Reference]:
             named.append((key, n))
     ordered = named + [g for g in groups if g not in named]
     middle = [ref for g in ordered for ref in groups[g]]
-    return _refs(inputs.get("image_url", [])[:1]) + middle + _refs(inputs.get("end_image_url", [])[:1])
+    return _refs(inputs.get("image_url", ())[:1]) + middle + _refs(inputs.get("end_image_url", ())[:1])
 
 
 @dataclass
@@ -174,7 +173,7 @@ class _Cut:
         self.shots = shots
         for shot in shots:
             if shot.ref.kind == "video":
-                shot.sampler = stack.enter_context(VideoSampler(shot.ref.item["path"]))  # opens on first use
+                shot.sampler = stack.enter_context(VideoSampler(shot.ref.item.path))  # opens on first use
         self.grade = PromptGrade(spec.prompt, spec.width, spec.height, strength=0.2, vignette=0.15)
         self.caption = PromptCaption(spec.prompt, spec.width, spec.height)
 
@@ -182,8 +181,8 @@ class _Cut:
         local = i - shot.start
         if shot.ref.kind == "image":
             if shot.still is None:  # prepared when first seen, let go when its shot is over (see `frame`)
-                rng = motion_rng(self.spec, f"{shot.index}:{shot.ref.item.get('field', '')}")
-                shot.still = Still.from_file(shot.ref.item["path"], self.spec.width, self.spec.height, rng)
+                rng = motion_rng(self.spec, f"{shot.index}:{shot.ref.item.field}")
+                shot.still = Still.from_file(shot.ref.item.path, self.spec.width, self.spec.height, rng)
             amount = (shot.length - 1 - local) if shot.anchor_end else local
             return shot.still.at(amount / max(shot.length, round(FULL_MOVE_SECONDS * self.spec.fps), 1))
         assert shot.sampler is not None
@@ -227,15 +226,15 @@ def reference_soundtrack(spec: RenderSpec, shots: list[_Shot], frame_count: int)
     mix = np.zeros((2, total), dtype=np.float32)
     tracks = 0
     for key in AUDIO_KEYS:
-        for item in spec.inputs.get(key, []):
-            mix += decode_audio(item["path"], seconds)
+        for item in spec.inputs.get(key, ()):
+            mix += decode_audio(item.path, seconds)
             tracks += 1
     for shot in shots:
         if shot.ref.kind != "video" or not has_audio(shot.ref.item):
             continue
         start = round(shot.start / spec.fps * AUDIO_RATE)
         length = min(round(shot.length / spec.fps * AUDIO_RATE), total - start)
-        clip = decode_audio(shot.ref.item["path"], min(shot.seconds or seconds, length / AUDIO_RATE))
+        clip = decode_audio(shot.ref.item.path, min(shot.seconds or seconds, length / AUDIO_RATE))
         if clip.shape[1] == 0:
             continue
         mix[:, start : start + length] += clip[:, np.arange(length) % clip.shape[1]]  # looped with the picture

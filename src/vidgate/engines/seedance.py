@@ -58,6 +58,7 @@ from vidgate.engines.frames import (
     smoothstep,
 )
 from vidgate.engines.procedural import soundtrack
+from vidgate.media.types import PreparedInput
 
 EXTEND_EASE_SECONDS = 1.0  # the prompt's grade and caption reach full strength this far into new content
 RAMP_SECONDS = 0.01  # fade at the edges of a stitched clip's audio, against clicks
@@ -73,24 +74,23 @@ FALLBACK_FPS = Fraction(24)
 class Clip:
     """A reference clip as the render sees it: its exact frame rate and frame count."""
 
-    item: dict[str, Any]
+    item: PreparedInput
     fps: Fraction
     frames: int
     has_audio: bool
 
     @property
     def path(self) -> str:
-        return str(self.item["path"])
+        return self.item.path
 
     @property
     def seconds(self) -> float:
         return float(self.frames / self.fps)
 
 
-def read_clip(item: dict[str, Any]) -> Clip:
+def read_clip(item: PreparedInput) -> Clip:
     """Frame rate and frame count from the file's own headers (the probe info is the fallback)."""
-    label = str(item.get("field", "clip"))
-    timing = read_clip_timing(item["path"], item.get("info"), label=label, fallback_fps=FALLBACK_FPS)
+    timing = read_clip_timing(item.path, item.info, label=item.field, fallback_fps=FALLBACK_FPS)
     return Clip(item, timing.fps, timing.frames, timing.has_audio)
 
 
@@ -158,8 +158,8 @@ def last_picture(clip: Clip, width: int, height: int) -> Image.Image:
     return frame_cover(last, width, height)
 
 
-def _video_item(spec: RenderSpec, index: int) -> dict[str, Any]:
-    items = spec.inputs.get("reference_video_urls", [])
+def _video_item(spec: RenderSpec, index: int) -> PreparedInput:
+    items = spec.inputs.get("reference_video_urls", ())
     if not 0 <= index < len(items):
         raise ValueError(f"<Video {index + 1}> is not among the {len(items)} reference clips")
     return items[index]
@@ -174,7 +174,7 @@ def _samples(seconds: float) -> int:
     return round(seconds * AUDIO_RATE)
 
 
-def _named_audio(spec: RenderSpec, workflow: Workflow) -> dict[str, Any] | None:
+def _named_audio(spec: RenderSpec, workflow: Workflow) -> PreparedInput | None:
     """The first `<Audio N>` the prompt names (reference_audio_urls, then audio_url)."""
     items = audio_inputs(spec.inputs)
     for index in workflow.audio:
@@ -187,7 +187,7 @@ def _generated_audio(spec: RenderSpec, workflow: Workflow, seconds: float) -> np
     """New sound: the named audio, else the first reference audio, else the prompt's chord."""
     item = _named_audio(spec, workflow) or next(iter(audio_inputs(spec.inputs)), None)
     if item is not None:
-        return decode_audio(item["path"], seconds)
+        return decode_audio(item.path, seconds)
     chord = soundtrack(replace(spec, duration_s=max(1, math.ceil(seconds)), inputs={}))
     assert chord is not None  # spec.audio is set whenever this is called
     return chord.samples(0, _samples(seconds))
@@ -229,7 +229,7 @@ def render_edit(spec: RenderSpec, workflow: Workflow, out_path: Path, progress: 
     if spec.audio:
         named = _named_audio(spec, workflow)
         if named is not None:
-            audio = BufferAudio(decode_audio(named["path"], seconds), _samples(seconds))
+            audio = BufferAudio(decode_audio(named.path, seconds), _samples(seconds))
         elif clip.has_audio:
             audio = BufferAudio(decode_audio(clip.path, seconds), _samples(seconds))
     grade = PromptGrade(spec.prompt, spec.width, spec.height)
@@ -315,8 +315,8 @@ def render_extend(spec: RenderSpec, workflow: Workflow, out_path: Path, progress
     source_frames = clip.frames if workflow.include_source else 0
     w, h = spec.width, spec.height
     anchor = first_picture(clip, w, h) if backward else last_picture(clip, w, h)
-    refs = spec.inputs.get("reference_image_urls", [])
-    images = [refs[index]["path"] for index in workflow.images if 0 <= index < len(refs)]
+    refs = spec.inputs.get("reference_image_urls", ())
+    images = [refs[index].path for index in workflow.images if 0 <= index < len(refs)]
     content = _NewContent(spec, anchor, images, new_frames, fps, backward)
     audio = None
     if spec.audio:

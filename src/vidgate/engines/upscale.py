@@ -120,12 +120,12 @@ class Source:
 
 def read_source(spec: RenderSpec) -> Source:
     """The input named by `spec.inputs["video_url"]`, re-read from the file (the probe info is a fallback)."""
-    items = spec.inputs.get("video_url") or []
+    items = spec.inputs.get("video_url") or ()
     if not items:
         raise ValueError("the upscale engine needs a video_url input")
     item = items[0]
-    path = Path(item["path"])
-    t = read_clip_timing(path, item.get("info"), label="the input video")
+    path = Path(item.path)
+    t = read_clip_timing(path, item.info, label="the input video")
     return Source(path, t.width, t.height, t.fps, t.frames, t.has_audio)
 
 

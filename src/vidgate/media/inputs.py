@@ -19,7 +19,7 @@ from vidgate.errors import InvalidRequest, Issue
 from vidgate.media.fetch import GuardedFetcher, field_path
 from vidgate.media.limits import check_media_limits
 from vidgate.media.probe import MediaProbeError, probe_audio, probe_image, probe_video
-from vidgate.media.types import AudioInfo, ImageInfo, MediaFile, VideoInfo, to_json
+from vidgate.media.types import Info, Inputs, MediaFile, PreparedInput
 
 MB = 1024 * 1024
 # Per-file download caps by kind. The SPEC's tighter per-model limits (50 MB Seedance clips, 15 MB audio) are
@@ -27,7 +27,7 @@ MB = 1024 * 1024
 DEFAULT_MAX_BYTES = {"image": 30 * MB, "video": 500 * MB, "audio": 15 * MB, "document": 100 * MB}
 MAX_CONCURRENT_FETCHES = 4
 
-Probed = ImageInfo | VideoInfo | AudioInfo
+Probed = Info
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,8 @@ class MediaItem:
     label: str  # exact place: "reference_video_urls[1]", "keyframes[0].image_url"
     url: str
     kind: str
-    extra: dict[str, Any]
+    frame_index: int | None = None  # keyframes
+    element: int | None = None  # Kling O3 elements: the element's index
 
 
 def media_items(req: VideoRequest) -> list[MediaItem]:
@@ -46,22 +47,26 @@ def media_items(req: VideoRequest) -> list[MediaItem]:
     items: list[MediaItem] = []
     for name, kind in MEDIA_URL_FIELDS.items():
         if name in req.media:
-            items.append(MediaItem(name, name, req.media[name], kind, {}))
+            items.append(MediaItem(name, name, req.media[name], kind))
     for name, kind in MEDIA_LIST_FIELDS.items():
+        if kind == "document":
+            # Not fetched: a document entry may be any web page (Wan 3.0 reads it as one), and no engine here
+            # reads documents; the URL is checked for shape by validation only.
+            continue
         for i, url in enumerate(req.media.get(name, [])):
-            items.append(MediaItem(name, f"{name}[{i}]", url, kind, {}))
+            items.append(MediaItem(name, f"{name}[{i}]", url, kind))
     for i, frame in enumerate(req.media.get("keyframes", [])):
         items.append(MediaItem("keyframes", f"keyframes[{i}].image_url", frame["image_url"], "image",
-                               {"frame_index": frame["frame_index"]}))
+                               frame_index=frame["frame_index"]))
     for i, element in enumerate(req.media.get("elements", [])):
         items.append(MediaItem("elements.frontal_image_url", f"elements[{i}].frontal_image_url",
-                               element["frontal_image_url"], "image", {"element": i}))
+                               element["frontal_image_url"], "image", element=i))
         for j, url in enumerate(element.get("reference_image_urls") or []):
             items.append(MediaItem("elements.reference_image_urls", f"elements[{i}].reference_image_urls[{j}]",
-                                   url, "image", {"element": i}))
+                                   url, "image", element=i))
         if element.get("video_url"):
             items.append(MediaItem("elements.video_url", f"elements[{i}].video_url", element["video_url"],
-                                   "video", {"element": i}))
+                                   "video", element=i))
     return items
 
 
@@ -98,8 +103,7 @@ async def _all_or_first_error(coros: list[Any]) -> list[Any]:
 @dataclass(frozen=True)
 class PreparedInputs:
     directory: Path
-    # RenderSpec.inputs layout: key -> [{"field", "path", "mime", "sha256", "info", ...extra}]
-    inputs: dict[str, list[dict[str, Any]]]
+    inputs: Inputs  # what the job stores and the engines read (RenderSpec.inputs)
     probed: dict[str, list[tuple[MediaFile, Probed]]]
 
     def first_info(self, key: str) -> Probed | None:
@@ -131,15 +135,14 @@ async def prepare_inputs(
     try:
         results = await _all_or_first_error([fetch_and_probe(n, item) for n, item in enumerate(items)])
         probed: dict[str, list[tuple[MediaFile, Probed]]] = {}
-        inputs: dict[str, list[dict[str, Any]]] = {}
+        prepared: dict[str, list[PreparedInput]] = {}
         for item, file, info in results:
             probed.setdefault(item.key, []).append((file, info))
-            inputs.setdefault(item.key, []).append(
-                {"field": file.field, "path": str(file.path.resolve()), "mime": file.mime, "sha256": file.sha256,
-                 "size": file.size, "info": to_json(info), **item.extra}
-            )
+            prepared.setdefault(item.key, []).append(PreparedInput(
+                field=file.field, path=str(file.path.resolve()), mime=file.mime, sha256=file.sha256,
+                size=file.size, info=info, frame_index=item.frame_index, element=item.element))
         check_media_limits(spec, req, probed)
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
-    return PreparedInputs(directory, inputs, probed)
+    return PreparedInputs(directory, {key: tuple(items) for key, items in prepared.items()}, probed)

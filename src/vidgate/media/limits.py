@@ -18,9 +18,8 @@ from vidgate.catalog.models import ClipLimits, ImageLimits, ModelSpec
 from vidgate.catalog.request import VideoRequest
 from vidgate.catalog.validation import reference_plus_output_issues
 from vidgate.errors import InvalidRequest, Issue
-from vidgate.media.types import AudioInfo, ImageInfo, MediaFile, VideoInfo
+from vidgate.media.types import AudioInfo, ImageInfo, Info, MediaFile, VideoInfo
 
-Info = ImageInfo | VideoInfo | AudioInfo
 Probed = dict[str, list[tuple[MediaFile, Info]]]
 
 # "MB" in the SPEC is read as 2**20 bytes: the more lenient reading, so a file Venice takes is never refused.
