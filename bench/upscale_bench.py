@@ -35,6 +35,8 @@ import av
 
 from vidgate.engines.base import RenderSpec
 from vidgate.engines.upscale import TO_RGB, YUV_MATRIX, UpscaleEngine, realesrgan_available
+from vidgate.media.probe import probe_video
+from vidgate.media.types import PreparedInput
 
 WIDTH, HEIGHT, FPS = 854, 480, 24
 LANCZOS_SECONDS = 10
