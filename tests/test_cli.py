@@ -68,3 +68,15 @@ def test_serve_prints_the_first_key_once_and_serves_it(live_server: LiveServer) 
     assert first_log.count("vg_") == 1
     live_server.start()
     assert "vg_" not in live_server.log.read_text(), "the key is printed only on the first start"
+
+
+def test_serve_says_once_which_upscaler_it_uses(live_server: LiveServer) -> None:
+    import time
+
+    assert live_server.log is not None
+    deadline = time.time() + 30
+    while "upscaler:" not in live_server.log.read_text() and time.time() < deadline:
+        time.sleep(0.2)
+    lines = [line for line in live_server.log.read_text().splitlines() if line.startswith("upscaler:")]
+    assert len(lines) == 1, live_server.log.read_text()
+    assert "Real-ESRGAN" in lines[0]  # either it runs, or the line says why not and how to fix it

@@ -117,3 +117,27 @@ async def test_worker_records_render_progress_as_it_goes(api: Api, monkeypatch: 
     assert any(0.4 < p < 0.6 for p in seen), seen
     job = await api.ctx.store.get(job_id)
     assert job and job.progress == 1.0
+
+
+async def test_a_worker_claims_only_the_engines_and_models_it_serves(api: Api) -> None:
+    from sqlalchemy import update
+
+    from vidgate.db import jobs
+    from vidgate.jobs.store import ClaimScope
+
+    key = await api.new_key()
+    gpu_job, cpu_job = await queued_job(api, key), await queued_job(api, key)
+    # As if its model were bound to local weights: a diffusers job for one model.
+    api.ctx.db.write_now(lambda conn: conn.execute(
+        update(jobs).where(jobs.c.id == gpu_job).values(engine="diffusers", model="house-wan")))
+    store = api.ctx.store
+    cpu_only = ClaimScope(engines=frozenset({"procedural"}), model_engines=frozenset({"diffusers"}))
+    other_gpu = ClaimScope(engines=frozenset({"diffusers"}), model_engines=frozenset({"diffusers"}),
+                           engine_models=frozenset({"another-model"}))
+    this_gpu = ClaimScope(engines=frozenset({"diffusers"}), model_engines=frozenset({"diffusers"}),
+                          engine_models=frozenset({"house-wan"}))
+    assert await store.claim_next("gpu-1", 30, 3, other_gpu) is None, "a model it has not loaded is left alone"
+    claimed = await store.claim_next("cpu", 30, 3, cpu_only)
+    assert claimed is not None and claimed.job.id == cpu_job, "the older diffusers job is skipped"
+    claimed = await store.claim_next("gpu-0", 30, 3, this_gpu)
+    assert claimed is not None and claimed.job.id == gpu_job

@@ -41,7 +41,18 @@ DataDirOption = Annotated[
 
 
 def _settings(data_dir: Path | None, **overrides: object) -> Settings:
-    return load_settings(data_dir=data_dir, **overrides)
+    """The settings, or a clear error naming the setting that does not parse (and exit 2)."""
+    from pydantic import ValidationError
+
+    try:
+        return load_settings(data_dir=data_dir, **overrides)
+    except ValidationError as exc:
+        for err in exc.errors()[:5]:
+            name = "VIDGATE_" + str(err["loc"][0]).upper() if err["loc"] else "settings"
+            where = ".".join(str(p) for p in err["loc"][1:])
+            err_console.print(f"[bold red]error:[/] {name}{': ' + where if where else ''}: {err['msg']}",
+                              highlight=False)
+        raise typer.Exit(2) from None
 
 
 def _transaction(settings: Settings, action: Callable[[Connection], T]) -> T:
@@ -83,6 +94,7 @@ def serve(
     supervisor.start()
     console.print(f"vidgate listening on http://{host}:{port}/api/v1 "
                   f"(data: {settings.data_dir.resolve()}, workers: {supervisor.count})")
+    _announce_upscaler(settings)
     try:
         uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
     finally:
@@ -93,14 +105,27 @@ def _check_catalog(settings: Settings) -> int:
     """Load the catalogue and price overrides the way the server will; a bad record stops the start here."""
     from vidgate.catalog.models import CatalogError, load_catalog
     from vidgate.catalog.pricing import PriceTable
+    from vidgate.engines.diffusers_models import BindingError, bind_catalog
 
     try:
-        catalog = load_catalog(settings.catalog_file)
+        catalog = bind_catalog(load_catalog(settings.catalog_file), settings.diffusers_models)
         PriceTable.load(settings.price_file)
-    except CatalogError as exc:
+    except (CatalogError, BindingError) as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     return len(catalog)
+
+
+def _announce_upscaler(settings: Settings) -> None:
+    """Say once, at start, which upscaler topaz-video-upscale will use (checking takes a second: off the way)."""
+    import threading
+
+    from vidgate.engines.upscale import upscaler_notice
+
+    def announce() -> None:
+        console.print(upscaler_notice(settings.upscale_method), highlight=False, soft_wrap=True)
+
+    threading.Thread(target=announce, name="upscaler-check", daemon=True).start()
 
 
 def _bootstrap(settings: Settings, action: Callable[[Database, Settings], T]) -> T:
@@ -115,11 +140,20 @@ def _bootstrap(settings: Settings, action: Callable[[Database, Settings], T]) ->
 
 
 @app.command()
-def worker(data_dir: DataDirOption = None) -> None:
+def worker(
+    data_dir: DataDirOption = None,
+    device: Annotated[str | None, typer.Option(help="Device for diffusers pipelines, e.g. cuda:1 (one worker "
+                                                    "per GPU; CUDA_VISIBLE_DEVICES is honoured)")] = None,
+    engines: Annotated[str | None, typer.Option(help="Only jobs of these engines, comma-separated "
+                                                     "(procedural,image,reference,video,upscale,diffusers)")] = None,
+    models: Annotated[str | None, typer.Option(help="Only jobs of these model ids, comma-separated")] = None,
+) -> None:
     """Run one render worker process (`vidgate serve` starts these itself)."""
     from vidgate.worker import run_worker_process
 
-    settings = _settings(data_dir)
+    settings = _settings(data_dir, worker_device=device,
+                         worker_engines=engines.split(",") if engines else None,
+                         worker_models=models.split(",") if models else None)
     _check_catalog(settings)
     run_worker_process(settings)
 

@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vidgate.engines.diffusers_models import DiffusersBinding
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VIDGATE_", env_file=".env", extra="ignore")
@@ -50,6 +52,13 @@ class Settings(BaseSettings):
     x264_preset: str = "veryfast"
     x264_crf: int = 23
     upscale_method: str = Field(default="auto", description="auto | realesrgan | lanczos")
+
+    # Real generation on local weights: model id -> binding (engines/diffusers_models.py). JSON in the env.
+    diffusers_models: dict[str, DiffusersBinding] = Field(default_factory=dict)
+    # What this node's workers take: engine names and model ids (None: every engine it can run).
+    worker_engines: list[str] | None = None
+    worker_models: list[str] | None = None
+    worker_device: str | None = Field(default=None, description="device for diffusers pipelines (cuda:1, ...)")
 
     # The guarded fetcher for user media URLs.
     media_fetch_allow_hosts: list[str] = Field(

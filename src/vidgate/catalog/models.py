@@ -261,6 +261,11 @@ class Catalog:
     def public_list(self) -> list[dict[str, Any]]:
         return [spec.public_entry() for spec in self._models.values()]
 
+    def with_engine(self, model_ids: set[str], engine: str) -> Catalog:
+        """A new catalogue whose `model_ids` are rendered by `engine` (e.g. bound to local weights)."""
+        models = [spec.model_copy(update={"engine": engine}) if spec.id in model_ids else spec for spec in self]
+        return Catalog(models, self.retired)
+
 
 def _error_text(source: str, model_id: str, exc: ValidationError) -> str:
     parts = []

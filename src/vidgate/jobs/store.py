@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, Select, and_, bindparam, insert, or_, select, update
 from sqlalchemy.engine import Row
 
 from vidgate.accounts.ledger import charge_for_job, refund_job
@@ -88,11 +88,33 @@ _HELD = and_(jobs.c.id == bindparam("job_id"), jobs.c.lease_token == bindparam("
 _HEARTBEAT = update(jobs).where(_HELD).values(lease_expires_at=bindparam("expires"), progress=bindparam("progress"))
 
 
+@dataclass(frozen=True)
+class ClaimScope:
+    """Which jobs a worker takes: its engines, and for engines that serve named models only (diffusers), those
+    models; `models` narrows every engine to those ids. None: no limit."""
+
+    engines: frozenset[str] | None = None
+    model_engines: frozenset[str] = frozenset()
+    engine_models: frozenset[str] = frozenset()
+    models: frozenset[str] | None = None
+
+    def query(self) -> Select[Any]:
+        conditions = []
+        if self.engines is not None:
+            conditions.append(jobs.c.engine.in_(sorted(self.engines)))
+        for engine in sorted(self.model_engines):
+            conditions.append(or_(jobs.c.engine != engine, jobs.c.model.in_(sorted(self.engine_models))))
+        if self.models is not None:
+            conditions.append(jobs.c.model.in_(sorted(self.models)))
+        return _CLAIMABLE.where(*conditions)
+
+
 class JobStore:
     """Async facade over the job table; each method is one read or one write transaction."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._scoped: dict[ClaimScope, Select[Any]] = {}
 
     async def create_paid_job(
         self, *, account_id: str, model: str, request: dict[str, Any], engine: str, price_micros: int,
@@ -119,13 +141,19 @@ class JobStore:
         row = await self.db.read(lambda conn: _GET_FAST.first(conn, {"job_id": job_id}))
         return Job.from_row(row) if row else None
 
-    async def claim_next(self, owner: str, lease_seconds: float, max_attempts: int) -> Claim | None:
-        """Take the oldest queued job, or one whose worker's lease ran out, and lease it to `owner`."""
+    async def claim_next(self, owner: str, lease_seconds: float, max_attempts: int,
+                         scope: ClaimScope | None = None) -> Claim | None:
+        """Take the oldest queued job in `scope`, or one whose worker's lease ran out, and lease it to `owner`."""
+        query = _CLAIMABLE
+        if scope is not None:
+            if scope not in self._scoped:
+                self._scoped[scope] = scope.query()
+            query = self._scoped[scope]
 
         def claim(conn: Connection) -> Claim | None:
             now = time.time()
             _fail_exhausted(conn, now, max_attempts)
-            candidate = conn.execute(_CLAIMABLE, {"now": now}).first()
+            candidate = conn.execute(query, {"now": now}).first()
             if candidate is None:
                 return None
             token = uuid.uuid4().hex
