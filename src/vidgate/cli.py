@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
     from vidgate.db import Database
+    from vidgate.gateway.client import UpstreamClient
 
 app = typer.Typer(help="vidgate: a self-hostable, Venice-compatible video generation API server.",
                   no_args_is_help=True)
@@ -28,6 +29,8 @@ catalog_app = typer.Typer(help="The model catalogue: check an operator's file, s
 app.add_typer(keys_app, name="keys")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(catalog_app, name="catalog")
+upstreams_app = typer.Typer(help="Gateway mode: the upstream providers in VIDGATE_UPSTREAMS.", no_args_is_help=True)
+app.add_typer(upstreams_app, name="upstreams")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -103,17 +106,14 @@ def serve(
 
 def _check_catalog(settings: Settings) -> int:
     """Load the catalogue and price overrides the way the server will; a bad record stops the start here."""
-    from vidgate.catalog.models import CatalogError, load_catalog
-    from vidgate.catalog.pricing import PriceTable
-    from vidgate.engines.diffusers_models import BindingError, bind_catalog
+    from vidgate.served_catalog import STARTUP_ERRORS, served_catalog
 
     try:
-        catalog = bind_catalog(load_catalog(settings.catalog_file), settings.diffusers_models)
-        PriceTable.load(settings.price_file)
-    except (CatalogError, BindingError) as exc:
+        served = served_catalog(settings)
+    except STARTUP_ERRORS as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    return len(catalog)
+    return len(served.catalog)
 
 
 def _announce_upscaler(settings: Settings) -> None:
@@ -290,6 +290,54 @@ def accounts_credit(
         err_console.print(f"no account {account!r}")
         raise typer.Exit(1)
     console.print(f"{account_id}: balance ${format_usd(balance)}")
+
+
+@upstreams_app.command("check")
+def upstreams_check(data_dir: DataDirOption = None) -> None:
+    """Call each upstream's /models?type=video: reachable, key accepted, and which routed models it lacks."""
+    from vidgate.gateway.client import UpstreamClient, UpstreamError, UpstreamSpec
+    from vidgate.served_catalog import STARTUP_ERRORS, served_catalog
+
+    settings = _settings(data_dir)
+    try:
+        served = served_catalog(settings)
+    except STARTUP_ERRORS as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    if not settings.upstreams:
+        console.print("no upstreams configured (VIDGATE_UPSTREAMS)")
+        return
+    table = Table("upstream", "reachable", "key", "routed", "not offered upstream")
+    ok = True
+    for name, config in settings.upstreams.items():
+        routed = sorted(m for m, r in served.routes.items() if r.upstream == name)
+        key = os.environ.get(config.api_key_env, "")
+        with UpstreamClient(UpstreamSpec(name, config.base_url.rstrip("/"), key, config.timeout_s)) as client:
+            try:
+                offered = {m.get("id") for m in client.list_models()}
+                # /models answers anonymous callers too: a queue status call is what proves the key.
+                reachable, key_state = "yes", _key_state(client, routed[0] if routed else "")
+            except UpstreamError as exc:
+                offered, reachable, key_state = set(), f"no: {exc}", "?"
+        missing = [m for m in routed if m not in offered]
+        ok = ok and reachable == "yes" and key_state == "accepted" and not missing
+        table.add_row(name, reachable, key_state, str(len(routed)), ", ".join(missing) or "—")
+    console.print(table)
+    if not ok:
+        raise typer.Exit(1)
+
+
+def _key_state(client: UpstreamClient, model: str) -> str:
+    """Whether the upstream accepts the key: retrieve of a queue id that cannot exist is 401 for a bad key."""
+    from vidgate.gateway.client import UpstreamAuthFailed, UpstreamError
+
+    try:
+        client.poll(model, "00000000-0000-0000-0000-000000000000")
+    except UpstreamAuthFailed:
+        return "refused"
+    except UpstreamError:
+        return "accepted"  # not found (or invalid) means the key got past authentication
+    return "accepted"
 
 
 def main() -> None:

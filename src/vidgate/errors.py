@@ -168,8 +168,15 @@ class RateLimited(VidgateError):
     status_code = 429
     code = "RATE_LIMIT_EXCEEDED"
 
-    def __init__(self, headers: dict[str, str] | None = None) -> None:
-        super().__init__("Rate limit exceeded", headers=headers)
+    def __init__(self, message: str = "Rate limit exceeded", *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, headers=headers)
+
+
+class ServiceUnavailable(VidgateError):
+    """503: a dependency (an upstream provider, ...) cannot serve the request now; retry later."""
+
+    status_code = 503
+    code = "SERVICE_UNAVAILABLE"
 
 
 class InferenceFailed(VidgateError):

@@ -13,6 +13,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vidgate.engines.diffusers_models import DiffusersBinding
+from vidgate.gateway.config import UpstreamConfig
 
 
 class Settings(BaseSettings):
@@ -55,6 +56,8 @@ class Settings(BaseSettings):
 
     # Real generation on local weights: model id -> binding (engines/diffusers_models.py). JSON in the env.
     diffusers_models: dict[str, DiffusersBinding] = Field(default_factory=dict)
+    # Gateway mode: upstream name -> its settings (gateway/config.py). JSON in the env.
+    upstreams: dict[str, UpstreamConfig] = Field(default_factory=dict)
     # What this node's workers take: engine names and model ids (None: every engine it can run).
     worker_engines: list[str] | None = None
     worker_models: list[str] | None = None

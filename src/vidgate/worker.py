@@ -17,10 +17,10 @@ import time
 
 from vidgate.catalog.request import JobPayload
 from vidgate.db import Database
-from vidgate.engines.base import Engine
+from vidgate.engines.base import Engine, TerminalFailure
 from vidgate.engines.planning import plan_render
 from vidgate.engines.registry import CPU_ENGINES, engine_for
-from vidgate.jobs.states import JobStatus
+from vidgate.jobs.states import JobStatus, job_error
 from vidgate.jobs.store import Claim, ClaimScope, JobStore
 from vidgate.jobs.wakeup import WakeSocket
 from vidgate.settings import Settings
@@ -56,7 +56,7 @@ class Worker:
             s = self.settings
             self._engines[name] = engine_for(name, preset=s.x264_preset, crf=s.x264_crf,
                                              upscale_method=s.upscale_method, bindings=s.diffusers_models,
-                                             device=s.worker_device)
+                                             device=s.worker_device, upstreams=s.upstreams)
         return self._engines[name]
 
     def stop(self) -> None:
@@ -131,8 +131,16 @@ class Worker:
                 raise LeaseLost(job.id)
             log.info("job %s completed", job.id)
             discard_inputs(request)
+            finished = getattr(engine, "finished", None)
+            if finished is not None:  # e.g. the upstream engine deletes the upstream's copy
+                await asyncio.to_thread(finished, spec)
         except LeaseLost:
             log.warning("job %s: lease lost, another worker owns it now", job.id)
+        except TerminalFailure as exc:
+            log.error("job %s failed for good: %s", job.id, exc)
+            await self.store.fail_attempt(job.id, token, job_error(str(exc)[:1000], exc.public_message),
+                                          max_attempts=self.settings.max_attempts, retryable=False)
+            discard_inputs(request)
         except Exception as exc:  # an engine failure: retried, then failed and refunded
             log.exception("job %s attempt %d failed", job.id, job.attempts)
             status = await self.store.fail_attempt(job.id, token, f"{type(exc).__name__}: {exc}"[:1000],
@@ -149,8 +157,10 @@ def claim_scope(settings: Settings) -> ClaimScope:
     """The jobs this worker takes: its engines (every CPU engine, and diffusers when models are bound to it),
     diffusers jobs only for the models bound here, and only `worker_models` when set."""
     bound = frozenset(settings.diffusers_models)
-    engines = set(settings.worker_engines) if settings.worker_engines else set(CPU_ENGINES) | ({"diffusers"} if bound
-                                                                                               else set())
+    engines = set(settings.worker_engines or CPU_ENGINES)
+    if not settings.worker_engines:
+        engines |= {"diffusers"} if bound else set()
+        engines |= {"upstream"} if settings.upstreams else set()
     models = frozenset(settings.worker_models) if settings.worker_models else None
     return ClaimScope(engines=frozenset(engines), model_engines=frozenset({"diffusers"}), engine_models=bound,
                       models=models)

@@ -326,3 +326,15 @@ def test_a_binding_that_cannot_load_stops_the_server_at_start(tmp_path: Path, mo
     assert done.returncode == 2, done.stdout + done.stderr
     for text in named:
         assert text in done.stderr
+
+
+def test_a_truncated_weights_copy_stops_the_server_at_start(weights: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    copy = shutil.copytree(weights["wan_t2v"], tmp_path / "copy")
+    for weights_file in (copy / "transformer").glob("*.safetensors"):
+        weights_file.unlink()
+    models = {"wan-2.5-preview-text-to-video": {"path": str(copy), "pipeline": "WanPipeline"}}
+    done = serve_with({"VIDGATE_DIFFUSERS_MODELS": json.dumps(models)}, tmp_path / "data")
+    assert done.returncode == 2
+    assert "wan-2.5-preview-text-to-video" in done.stderr and "transformer" in done.stderr

@@ -6,15 +6,17 @@ import time
 from dataclasses import dataclass, field
 
 from vidgate.api.ratelimit import RateLimiter
-from vidgate.catalog.models import Catalog, ModelSpec, load_catalog
+from vidgate.catalog.models import Catalog, ModelSpec
 from vidgate.catalog.pricing import PriceTable
 from vidgate.catalog.request import MediaFacts, VideoRequest
 from vidgate.db import Database
-from vidgate.engines.diffusers_models import bind_catalog
+from vidgate.gateway.config import Route
+from vidgate.gateway.service import Gateway
 from vidgate.jobs.store import JobStore, p80
 from vidgate.media.fetch import GuardedFetcher
 from vidgate.media.inputs import PreparedInputs, prepare_inputs
 from vidgate.media.types import VideoInfo
+from vidgate.served_catalog import served_catalog
 from vidgate.settings import Settings
 from vidgate.storage.local import LocalStorage
 from vidgate.storage.signing import DeliveryUrlSigner
@@ -29,6 +31,8 @@ class AppContext:
     store: JobStore
     catalog: Catalog
     prices: PriceTable
+    routes: dict[str, Route]  # gateway: routed model id -> its upstream
+    gateway: Gateway
     storage: LocalStorage
     signer: DeliveryUrlSigner
     limiter: RateLimiter
@@ -38,12 +42,15 @@ class AppContext:
     @classmethod
     def build(cls, settings: Settings) -> AppContext:
         db = Database(settings.resolved_database_url)
+        served = served_catalog(settings)
         return cls(
             settings=settings,
             db=db,
             store=JobStore(db),
-            catalog=bind_catalog(load_catalog(settings.catalog_file), settings.diffusers_models),
-            prices=PriceTable.load(settings.price_file),
+            catalog=served.catalog,
+            prices=served.prices,
+            routes=served.routes,
+            gateway=Gateway(served.routes),
             storage=LocalStorage(settings.media_dir),
             signer=DeliveryUrlSigner(settings.resolved_secret_key, settings.download_url_ttl_seconds),
             limiter=RateLimiter(

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from vidgate.accounts.ledger import balance_micros
 from vidgate.api.auth import authenticate, optional_key_owner
 from vidgate.api.context import AppContext
 from vidgate.api.http import (
@@ -22,13 +23,14 @@ from vidgate.api.http import (
     require_string,
 )
 from vidgate.catalog.models import ModelSpec
-from vidgate.catalog.pricing import quote
-from vidgate.catalog.request import JobPayload, MediaFacts
+from vidgate.catalog.pricing import Quote, quote
+from vidgate.catalog.request import JobPayload, MediaFacts, VideoRequest
 from vidgate.catalog.validation import validate_queue, validate_quote
 from vidgate.consent import check_consent, record_consent
 from vidgate.engines.registry import ensure_renderable
-from vidgate.errors import Gone, InferenceFailed, NotFound, invalid, media_not_found
-from vidgate.jobs.states import JobStatus, wire_status
+from vidgate.errors import Gone, InferenceFailed, NotFound, insufficient_balance, invalid, media_not_found
+from vidgate.gateway.service import quote_body
+from vidgate.jobs.states import JobStatus, public_error, wire_status
 from vidgate.jobs.store import Job
 from vidgate.jobs.wakeup import notify_workers
 
@@ -74,6 +76,9 @@ async def quote_video(request: Request) -> JSONResponse:
         prepared, facts = await ctx.prepare_media(req, spec)
         if prepared is not None:
             prepared.discard()
+    if spec.engine == "upstream":
+        route = ctx.routes[spec.id]
+        return JSONResponse({"quote": float(await ctx.gateway.price(route, quote_body(body, req, facts)))})
     return JSONResponse({"quote": quote(req, facts, spec, ctx.prices).as_float()})
 
 
@@ -89,9 +94,12 @@ async def queue_video(request: Request) -> JSONResponse:
     try:
         # Seedance face-media consent (SPEC §5): decided before the charge; a 409 lands in the except below.
         grant = await check_consent(ctx.db, ctx.settings, principal.account_id, spec, req, prepared)
-        price = quote(req, facts, spec, ctx.prices)
-        payload = JobPayload.of(req, prepared.inputs if prepared else {},
-                                str(prepared.directory) if prepared else None, workflows=spec.workflows)
+        if spec.engine == "upstream":
+            price, payload = await submit_upstream(ctx, principal.account_id, spec, body, req, facts)
+        else:
+            price = quote(req, facts, spec, ctx.prices)
+            payload = JobPayload.of(req, prepared.inputs if prepared else {},
+                                    str(prepared.directory) if prepared else None, workflows=spec.workflows)
         await record_consent(ctx.db, grant, request.scope.get("state", {}).get("request_id", ""))
         queue_id = await ctx.store.create_paid_job(
             account_id=principal.account_id, model=spec.id, request=payload.to_json(), engine=spec.engine,
@@ -101,12 +109,30 @@ async def queue_video(request: Request) -> JSONResponse:
         if prepared is not None:
             prepared.discard()
         raise
+    if spec.engine == "upstream" and prepared is not None:
+        prepared.discard()  # checked here; the upstream fetches the media itself, as the client sent them
     notify_workers(ctx.settings.wake_dir)
     # The id the client sent (a dotted Wan 3.0 alias included) is echoed (CHANGES §2.2, GUESS).
     response: dict[str, Any] = {"model": req.model_echo, "queue_id": queue_id}
     if spec.download_url:
         response["download_url"] = download_url(ctx, request, queue_id)
     return JSONResponse(response)
+
+
+async def submit_upstream(ctx: AppContext, account_id: str, spec: ModelSpec, body: dict[str, Any],
+                          req: VideoRequest, facts: MediaFacts) -> tuple[Quote, JobPayload]:
+    """Gateway: price from the upstream, check the balance, then submit before answering (gateway/service.py).
+
+    The upstream's own 400/409 reaches the client unchanged, with nothing charged."""
+    route = ctx.routes[spec.id]
+    usd = await ctx.gateway.price(route, quote_body(body, req, facts))
+    price = Quote(usd, 0)
+    balance = await ctx.db.read(lambda conn: balance_micros(conn, account_id))
+    if (balance or 0) < price.micros:
+        raise insufficient_balance()
+    await ctx.gateway.check_capacity(ctx.db, route)
+    upstream_job = await ctx.gateway.submit(route, body, req.model_echo or spec.id)
+    return price, JobPayload.of(req, {}, None, workflows=False).with_upstream(upstream_job)
 
 
 async def owned_job(request: Request, bucket: str) -> tuple[AppContext, Job, dict[str, Any]]:
@@ -132,7 +158,8 @@ async def retrieve_video(request: Request) -> Response:
     if not isinstance(delete_after, bool):
         raise invalid("delete_media_on_completion", "Expected boolean", code="invalid_type", expected="boolean")
     if job.status is JobStatus.FAILED:
-        raise InferenceFailed()
+        message = public_error(job.error)
+        raise InferenceFailed(message) if message else InferenceFailed()
     if job.status is JobStatus.CANCELED or job.media_deleted:
         raise media_not_found()
     if job.status is not JobStatus.COMPLETED or job.private:

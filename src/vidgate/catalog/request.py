@@ -86,6 +86,17 @@ class MediaFacts:
 
 
 @dataclass(frozen=True)
+class UpstreamJob:
+    """A gateway job's twin on its upstream, recorded with the job in the transaction that charges it."""
+
+    upstream: str  # the name in VIDGATE_UPSTREAMS
+    queue_id: str
+    model: str  # the id the upstream knows it by
+    download_url: str | None = None  # the upstream's signed link (private models)
+    deadline_at: float = 0.0  # epoch seconds: not done by then, the job fails and is refunded
+
+
+@dataclass(frozen=True)
 class JobPayload(RenderChoices):
     """What a job stores and its worker reads: the request without its raw media, and the prepared files."""
 
@@ -94,6 +105,10 @@ class JobPayload(RenderChoices):
     inputs_dir: str | None = None
     # Decided from the model's record at queue time, so a job renders as it was accepted.
     workflows: bool = False
+    upstream: UpstreamJob | None = None
+
+    def with_upstream(self, job: UpstreamJob) -> JobPayload:
+        return replace(self, upstream=job)
 
     @classmethod
     def of(cls, req: VideoRequest, inputs: Inputs, inputs_dir: str | None, *,
@@ -112,6 +127,8 @@ class JobPayload(RenderChoices):
         values = {k: v for k, v in data.items() if k in known}
         values["inputs"] = {key: tuple(PreparedInput.from_json(item) for item in items)
                             for key, items in values.get("inputs", {}).items()}
+        if isinstance(values.get("upstream"), dict):
+            values["upstream"] = UpstreamJob(**values["upstream"])
         payload = cls(**values)
         if payload.camera_trajectory is not None:
             points = tuple(CameraKeyframe(**p) if isinstance(p, dict) else p for p in payload.camera_trajectory)

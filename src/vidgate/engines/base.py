@@ -35,6 +35,17 @@ class RenderSpec:
         return [item.path for item in self.inputs.get(key, ())]
 
 
+class TerminalFailure(Exception):
+    """A failure no retry can fix (the upstream refused the job, its provider account is empty, ...).
+
+    The job fails at once and is refunded; `public_message` is what retrieve tells the client (never hosts,
+    keys or traces), the exception text what the operator's log and the job's error get."""
+
+    def __init__(self, message: str, *, public_message: str = "Inference processing failed") -> None:
+        super().__init__(message)
+        self.public_message = public_message
+
+
 class Engine(Protocol):
     """Renders `spec` into an MP4 at `out_path`, reporting progress as it goes."""
 

@@ -82,7 +82,7 @@ def load_pipeline(binding: DiffusersBinding, device: str) -> Any:
     import torch
 
     cls = getattr(diffusers, binding.pipeline)
-    pipe = cls.from_pretrained(str(binding.path), torch_dtype=getattr(torch, binding.dtype), local_files_only=True)
+    pipe = cls.from_pretrained(str(binding.path), dtype=getattr(torch, binding.dtype), local_files_only=True)
     if binding.shift is not None and "flow_shift" in pipe.scheduler.config:
         pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, flow_shift=binding.shift)
     if binding.vae_tiling and hasattr(pipe, "vae") and hasattr(pipe.vae, "enable_tiling"):

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from vidgate.catalog.models import Catalog
 from vidgate.errors import Issue
 
+WEIGHT_FILES = ("*.safetensors", "*.bin")
 PipelineName = Literal["WanPipeline", "WanImageToVideoPipeline", "LTXPipeline", "LTXImageToVideoPipeline"]
 
 
@@ -107,9 +108,14 @@ def check_directory(model_id: str, binding: DiffusersBinding) -> None:
     for name, value in components.items():
         if name.startswith("_") or not isinstance(value, list) or value[0] is None:
             continue
-        if not (path / name).is_dir():
+        folder = path / name
+        if not folder.is_dir() or not any(folder.iterdir()):
             raise BindingError(f"diffusers model {model_id!r}: {path} lacks the {name}/ folder its "
-                               "model_index.json names")
+                               "model_index.json names (or it is empty)")
+        # A model component (it has a config.json) needs its weights; a truncated copy fails here, not in a job.
+        if (folder / "config.json").is_file() and not any(f for pattern in WEIGHT_FILES for f in folder.glob(pattern)):
+            raise BindingError(f"diffusers model {model_id!r}: {folder} has a config.json but no weights "
+                               "(*.safetensors or *.bin)")
 
 
 def frame_count(binding: DiffusersBinding, seconds: int) -> int:

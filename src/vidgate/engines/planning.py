@@ -49,6 +49,8 @@ def plan_render(engine: str, request: JobPayload) -> RenderSpec:
     options: dict[str, Any] = {"bitrate_mode": request.bitrate_mode}
     if request.camera_trajectory:
         options["camera_trajectory"] = [asdict(point) for point in request.camera_trajectory]
+    if request.upstream is not None:
+        options["upstream"] = asdict(request.upstream)
     if engine == "upscale":
         source = _source_video(request)
         width, height, seconds = (source.width, source.height, source.duration) if source else (640, 360, 1)

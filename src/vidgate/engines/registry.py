@@ -7,8 +7,9 @@ from vidgate.catalog.request import VideoRequest
 from vidgate.engines.base import Engine
 from vidgate.engines.diffusers_models import DiffusersBinding, request_issues
 from vidgate.errors import InvalidRequest, invalid
+from vidgate.gateway.config import UpstreamConfig
 
-ENGINES = ("procedural", "image", "reference", "video", "upscale", "diffusers")
+ENGINES = ("procedural", "image", "reference", "video", "upscale", "diffusers", "upstream")
 # Engines every worker can run; the others serve only the models bound to them (diffusers).
 CPU_ENGINES = ("procedural", "image", "reference", "video", "upscale")
 
@@ -26,7 +27,8 @@ def ensure_renderable(spec: ModelSpec, req: VideoRequest, bindings: dict[str, Di
 
 
 def engine_for(name: str, *, preset: str, crf: int, upscale_method: str = "auto",
-               bindings: dict[str, DiffusersBinding] | None = None, device: str | None = None) -> Engine:
+               bindings: dict[str, DiffusersBinding] | None = None, device: str | None = None,
+               upstreams: dict[str, UpstreamConfig] | None = None) -> Engine:
     """The engine instance for a job; imports are lazy so a worker loads only what it uses. A worker keeps
     each engine it made (the diffusers engine keeps its pipelines loaded)."""
     if name == "procedural":
@@ -53,4 +55,8 @@ def engine_for(name: str, *, preset: str, crf: int, upscale_method: str = "auto"
         from vidgate.engines.diffusers_engine import DiffusersEngine
 
         return DiffusersEngine(bindings or {}, device=device, preset=preset, crf=crf)
+    if name == "upstream":
+        from vidgate.engines.upstream import UpstreamEngine
+
+        return UpstreamEngine(upstreams or {})
     raise ValueError(f"no engine named {name!r}")

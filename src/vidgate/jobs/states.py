@@ -36,3 +36,18 @@ def can_transition(old: JobStatus, new: JobStatus) -> bool:
 def wire_status(status: JobStatus) -> str:
     """Venice exposes only PROCESSING and COMPLETED; queued work reads as PROCESSING (SPEC §3)."""
     return "COMPLETED" if status is JobStatus.COMPLETED else "PROCESSING"
+
+
+# A failed job's error column: "<public message>\x1f<operator detail>" when the client may see the first part.
+PUBLIC_ERROR_SEPARATOR = "\x1f"
+
+
+def job_error(detail: str, public_message: str | None = None) -> str:
+    return f"{public_message}{PUBLIC_ERROR_SEPARATOR}{detail}" if public_message else detail
+
+
+def public_error(error: str | None) -> str | None:
+    """The message a failed job's retrieve shows, when the failure left one for the client."""
+    if error and PUBLIC_ERROR_SEPARATOR in error:
+        return error.split(PUBLIC_ERROR_SEPARATOR, 1)[0]
+    return None
