@@ -24,8 +24,9 @@ import numpy as np
 
 from vidgate.engines.base import ProgressCallback, RenderSpec
 from vidgate.engines.diffusers_models import DiffusersBinding, frame_count, pipeline_size
-from vidgate.engines.encode import AUDIO_RATE, BufferAudio, Mp4Writer, file_audio
+from vidgate.engines.encode import AUDIO_RATE, BufferAudio, Mp4Writer
 from vidgate.engines.frames import EncodingEngine, load_cover
+from vidgate.engines.procedural import soundtrack
 
 DENOISE_SHARE = 0.9  # of the progress bar; the encoding takes the rest
 
@@ -68,7 +69,7 @@ class DiffusersEngine(EncodingEngine):
         width, height = frames.shape[2], frames.shape[1]
         out_frames = spec.duration_s * spec.fps
         with Mp4Writer(Path(out_path), width, height, spec.fps, frame_count=out_frames, settings=self.settings(spec),
-                       audio=soundtrack(spec),
+                       audio=soundtrack(spec, silence),
                        progress=lambda f: progress(DENOISE_SHARE + (1 - DENOISE_SHARE) * f)) as mp4:
             for i in range(out_frames):
                 # Nearest native frame at this output time: a 16 fps model's frames resampled to 24 fps.
@@ -165,12 +166,7 @@ def free_device_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def soundtrack(spec: RenderSpec) -> BufferAudio | None:
-    """`audio_url` as the soundtrack; silence when the model has audio and none was given; else no track."""
-    if not spec.audio:
-        return None
-    music = spec.input_paths("audio_url")
-    if music:
-        return file_audio(music[0], spec.duration_s)
+def silence(spec: RenderSpec) -> BufferAudio:
+    """A model with audio, and no `audio_url`: a silent track of the video's length."""
     samples = round(spec.duration_s * AUDIO_RATE)
     return BufferAudio(np.zeros((2, samples), dtype=np.float32), samples)

@@ -25,6 +25,7 @@ import colorsys
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -471,14 +472,16 @@ class _Chord:
 # --------------------------------------------------------------------------------------------------
 
 
-def soundtrack(spec: RenderSpec) -> AudioSource | None:
-    """The user's background music (`audio_url`) when given, else the prompt's chord, else none."""
+def soundtrack(spec: RenderSpec,
+               fallback: Callable[[RenderSpec], AudioSource] | None = None) -> AudioSource | None:
+    """When the job asks for audio: the user's background music (`audio_url`) when given, else `fallback`'s
+    (the prompt's chord by default); else none."""
     if not spec.audio:
         return None
     music = spec.input_paths("audio_url")
     if music:
         return file_audio(music[0], spec.duration_s)
-    return _Chord(spec)
+    return (fallback or _Chord)(spec)
 
 
 def render_procedural(
