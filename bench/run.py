@@ -36,7 +36,7 @@ import api_bench  # noqa: E402
 
 RESULTS = BENCH_DIR / "RESULTS.md"
 BEGIN, END = "<!-- bench:begin (written by bench/run.py; edit outside these markers) -->", "<!-- bench:end -->"
-NAMES = ["retrieve", "queue", "queue_to_start", "render", "probe", "upscale", "diffusers"]
+NAMES = ["retrieve", "queue", "queue_to_start", "render", "probe", "upscale", "diffusers", "gateway"]
 
 Row = dict[str, Any]
 
@@ -67,6 +67,7 @@ def benchmarks(duration: float) -> list[tuple[str, Callable[[], list[Row]]]]:
         ("probe", module_measure("probe_bench")),
         ("upscale", module_measure("upscale_bench")),
         ("diffusers", module_measure("diffusers_bench")),
+        ("gateway", module_measure("gateway_bench")),
     ]
 
 

@@ -14,10 +14,13 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from vidgate.catalog.request import JobPayload
 from vidgate.db import Database
-from vidgate.engines.base import Engine, TerminalFailure
+from vidgate.engines.base import Engine, ProgressCallback, TerminalFailure
 from vidgate.engines.planning import plan_render
 from vidgate.engines.registry import CPU_ENGINES, engine_for
 from vidgate.jobs.states import JobStatus, job_error
@@ -48,6 +51,7 @@ class Worker:
         self.storage = LocalStorage(settings.media_dir)
         self.scope = claim_scope(settings)
         self._engines: dict[str, Engine] = {}
+        self._finishing: asyncio.Future[None] | None = None
         self._stop = asyncio.Event()
 
     def engine(self, name: str) -> Engine:
@@ -80,6 +84,7 @@ class Worker:
                 handled += 1
                 if max_jobs is not None and handled >= max_jobs:
                     break
+            await self.drain()
         finally:
             wake.close()
             self.db.dispose()
@@ -98,59 +103,117 @@ class Worker:
             wake.drain()
 
     async def process(self, claim: Claim) -> None:
-        job, token = claim.job, claim.token
-        log.info("job %s attempt %d: rendering %s", job.id, job.attempts, job.model)
-        request = JobPayload.from_json(job.request)
-        spec = plan_render(job.engine, request)
-        engine = self.engine(job.engine)
-        scratch = self.storage.scratch_dir() / f"{job.id}-{token[:8]}.mp4"
-        progress = {"value": 0.0}
-        lost = threading.Event()
+        """Render one job. An engine in two stages (`generate` on the device, then `encode`) has its encode
+        finished in the background, so the next job's generation overlaps it; at most one waits at a time."""
+        job = JobRun(self, claim)
+        engine = job.engine
+        if hasattr(engine, "generate") and hasattr(engine, "encode"):
+            produced = await job.stage(lambda progress: engine.generate(job.spec, progress))
+            if produced is None:
+                return
+            await self.drain()
+            self._finishing = asyncio.ensure_future(
+                job.finish(lambda progress: engine.encode(job.spec, produced.value, job.scratch, progress)))
+            return
+        await job.finish(lambda progress: engine.render(job.spec, job.scratch, progress))
 
-        def on_progress(fraction: float) -> None:
-            progress["value"] = fraction
-            if lost.is_set():
-                raise LeaseLost(job.id)
+    async def drain(self) -> None:
+        """Wait for the job whose encode is finishing in the background, if any."""
+        if self._finishing is not None:
+            await self._finishing
+            self._finishing = None
 
-        render = asyncio.ensure_future(asyncio.to_thread(engine.render, spec, scratch, on_progress))
-        heartbeat_every = max(0.2, self.settings.lease_seconds / 3)
+
+@dataclass(frozen=True)
+class Produced:
+    value: Any
+
+
+class JobRun:
+    """One claimed job through its stages: each runs in a thread while the lease is heartbeaten, and every
+    outcome (done, lease lost, failed for good, failed for now) is handled in one place."""
+
+    def __init__(self, worker: Worker, claim: Claim) -> None:
+        self.worker, self.job, self.token = worker, claim.job, claim.token
+        log.info("job %s attempt %d: rendering %s", self.job.id, self.job.attempts, self.job.model)
+        self.request = JobPayload.from_json(self.job.request)
+        self.spec = plan_render(self.job.engine, self.request)
+        self.engine = worker.engine(self.job.engine)
+        self.scratch = worker.storage.scratch_dir() / f"{self.job.id}-{self.token[:8]}.mp4"
+        self.progress = 0.0
+        self.lost = threading.Event()
+
+    def on_progress(self, fraction: float) -> None:
+        self.progress = fraction
+        if self.lost.is_set():
+            raise LeaseLost(self.job.id)
+
+    async def heartbeating(self, work: Callable[[ProgressCallback], Any]) -> Any:
+        """Run `work(progress)` in a thread, extending the lease until it returns."""
+        settings, store = self.worker.settings, self.worker.store
+        task = asyncio.ensure_future(asyncio.to_thread(work, self.on_progress))
+        every = max(0.2, settings.lease_seconds / 3)
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=every)
+            if done:
+                return task.result()
+            if not await store.heartbeat(self.job.id, self.token, settings.lease_seconds, self.progress):
+                self.lost.set()
+
+    async def stage(self, work: Callable[[ProgressCallback], Any]) -> Produced | None:
+        """A first stage: its result, or None when the job ended here (its outcome already recorded)."""
         try:
-            while True:
-                done, _ = await asyncio.wait({render}, timeout=heartbeat_every)
-                if done:
-                    break
-                if not await self.store.heartbeat(job.id, token, self.settings.lease_seconds, progress["value"]):
-                    lost.set()
-            render.result()
-            if lost.is_set() or not await self.store.heartbeat(job.id, token, self.settings.lease_seconds, 1.0):
+            return Produced(await self.heartbeating(work))
+        except BaseException as exc:
+            await self.ended(exc)
+            return None
+
+    async def finish(self, work: Callable[[ProgressCallback], Any]) -> None:
+        """The last stage: write the MP4, store it and complete the job."""
+        worker, job, token = self.worker, self.job, self.token
+        try:
+            await self.heartbeating(work)
+            if self.lost.is_set() or not await worker.store.heartbeat(job.id, token, worker.settings.lease_seconds,
+                                                                      1.0):
                 raise LeaseLost(job.id)
             media_key = f"{job.id}-{token[:8]}.mp4"
-            self.storage.put_file(media_key, scratch)
-            if not await self.store.complete(job.id, token, media_key):
-                self.storage.delete(media_key)
+            worker.storage.put_file(media_key, self.scratch)
+            if not await worker.store.complete(job.id, token, media_key):
+                worker.storage.delete(media_key)
                 raise LeaseLost(job.id)
             log.info("job %s completed", job.id)
-            discard_inputs(request)
-            finished = getattr(engine, "finished", None)
+            discard_inputs(self.request)
+            finished = getattr(self.engine, "finished", None)
             if finished is not None:  # e.g. the upstream engine deletes the upstream's copy
-                await asyncio.to_thread(finished, spec)
-        except LeaseLost:
-            log.warning("job %s: lease lost, another worker owns it now", job.id)
-        except TerminalFailure as exc:
-            log.error("job %s failed for good: %s", job.id, exc)
-            await self.store.fail_attempt(job.id, token, job_error(str(exc)[:1000], exc.public_message),
-                                          max_attempts=self.settings.max_attempts, retryable=False)
-            discard_inputs(request)
-        except Exception as exc:  # an engine failure: retried, then failed and refunded
-            log.exception("job %s attempt %d failed", job.id, job.attempts)
-            status = await self.store.fail_attempt(job.id, token, f"{type(exc).__name__}: {exc}"[:1000],
-                                                   max_attempts=self.settings.max_attempts)
-            log.info("job %s is now %s", job.id, status)
-            if status is JobStatus.FAILED:
-                discard_inputs(request)
+                await asyncio.to_thread(finished, self.spec)
+        except BaseException as exc:
+            await self.ended(exc)
         finally:
             with contextlib.suppress(FileNotFoundError):
-                scratch.unlink()
+                self.scratch.unlink()
+
+    async def ended(self, exc: BaseException) -> None:
+        """Record how a job that did not complete ended; re-raise what is not a job outcome (cancellation)."""
+        worker, job, token = self.worker, self.job, self.token
+        settings = worker.settings
+        with contextlib.suppress(FileNotFoundError):
+            self.scratch.unlink()
+        if isinstance(exc, LeaseLost):
+            log.warning("job %s: lease lost, another worker owns it now", job.id)
+        elif isinstance(exc, TerminalFailure):
+            log.error("job %s failed for good: %s", job.id, exc)
+            await worker.store.fail_attempt(job.id, token, job_error(str(exc)[:1000], exc.public_message),
+                                            max_attempts=settings.max_attempts, retryable=False)
+            discard_inputs(self.request)
+        elif isinstance(exc, Exception):  # an engine failure: retried, then failed and refunded
+            log.error("job %s attempt %d failed", job.id, job.attempts, exc_info=exc)
+            status = await worker.store.fail_attempt(job.id, token, f"{type(exc).__name__}: {exc}"[:1000],
+                                                     max_attempts=settings.max_attempts)
+            log.info("job %s is now %s", job.id, status)
+            if status is JobStatus.FAILED:
+                discard_inputs(self.request)
+        else:
+            raise exc
 
 
 def claim_scope(settings: Settings) -> ClaimScope:

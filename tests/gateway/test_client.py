@@ -251,6 +251,7 @@ def canned(status: int, body: Any = None, headers: dict[str, str] | None = None,
         ("submit", 404, {"error": "Not found"}, UpstreamProtocolError),  # a wrong base URL, not a gone video
         ("poll", 500, {"error": "Inference processing failed"}, UpstreamInferenceFailed),
         ("poll", 422, {"error": "Content policy"}, UpstreamInferenceFailed),
+        ("poll", 500, {"error": "Your prompt was flagged by our content moderation"}, UpstreamInferenceFailed),
         ("poll", 404, {"error": "Media could not be found."}, UpstreamMediaGone),
         ("poll", 502, None, UpstreamUnavailable),
         ("poll", 302, None, UpstreamProtocolError),

@@ -61,11 +61,19 @@ class DiffusersEngine(EncodingEngine):
             return pipe
 
     def render(self, spec: RenderSpec, out_path: Path, progress: ProgressCallback) -> None:
+        self.encode(spec, self.generate(spec, progress), out_path, progress)
+
+    def generate(self, spec: RenderSpec, progress: ProgressCallback) -> np.ndarray:
+        """The device stage: the pipeline's frames at the model's native rate. The worker runs the next job's
+        generate while this job's `encode` finishes (engines with both stages overlap them)."""
         binding = self.bindings.get(spec.model)
         if binding is None:
             raise ValueError(f"model {spec.model} is not bound to a diffusers pipeline on this worker")
-        pipe = self.pipeline(spec.model)
-        frames = generate(pipe, binding, spec, self.device_of(binding), progress)
+        return generate(self.pipeline(spec.model), binding, spec, self.device_of(binding), progress)
+
+    def encode(self, spec: RenderSpec, frames: np.ndarray, out_path: Path, progress: ProgressCallback) -> None:
+        """The CPU stage: frames resampled to the catalogue's rate, into the MP4 with its soundtrack."""
+        binding = self.bindings[spec.model]
         width, height = frames.shape[2], frames.shape[1]
         out_frames = spec.duration_s * spec.fps
         with Mp4Writer(Path(out_path), width, height, spec.fps, frame_count=out_frames, settings=self.settings(spec),

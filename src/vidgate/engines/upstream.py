@@ -84,7 +84,8 @@ class UpstreamEngine:
                     raise self.terminal(job, exc) from None
                 failures += 1
                 log.warning("upstream %s job %s: %s (retry %d)", job.upstream, job.queue_id, exc, failures)
-                self.sleep(next_delay(exc, failures), progress, done)
+                # Never past the deadline: a job that cannot finish in time fails then, not a backoff later.
+                self.sleep(min(next_delay(exc, failures), max(0.0, job.deadline_at - time.time())), progress, done)
                 continue
             failures = 0
             if isinstance(state, Progress) and state.average_ms > 0:

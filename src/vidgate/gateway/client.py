@@ -137,6 +137,10 @@ class UpstreamProtocolError(UpstreamError):
     """The upstream answered something this client cannot use: a misconfigured base URL or a broken upstream."""
 
 
+# A 500 whose text says the content was refused (Venice words moderation blocks in several ways).
+MODERATION = re.compile(r"moderat|content polic|flagged|not allowed|violat", re.IGNORECASE)
+
+
 # --- Retry-After and backoff ----------------------------------------------------------------------------------
 
 _SECONDS = re.compile(r"\d+(\.\d+)?")
@@ -474,7 +478,8 @@ class UpstreamClient:
         if status == 422:  # content policy: the upstream will not make this video
             return UpstreamInferenceFailed(detail, status=status, body=body,
                                            public_message="The request was refused by the content policy.")
-        if status == 500 and _error_text(body) == INFERENCE_FAILED_MESSAGE:
+        if status == 500 and (_error_text(body) == INFERENCE_FAILED_MESSAGE or MODERATION.search(_error_text(body))):
+            # Venice's terminal failure, or a moderation block worded as one: retrying cannot change it.
             return UpstreamInferenceFailed(detail, status=status, body=body)
         if status in (408, 429) or status >= 500:
             # 429 and 503 are refusals before any work; other 5xx may come after the upstream acted.
