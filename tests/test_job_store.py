@@ -141,3 +141,30 @@ async def test_a_worker_claims_only_the_engines_and_models_it_serves(api: Api) -
     assert claimed is not None and claimed.job.id == cpu_job, "the older diffusers job is skipped"
     claimed = await store.claim_next("gpu-0", 30, 3, this_gpu)
     assert claimed is not None and claimed.job.id == gpu_job
+
+
+async def test_a_finished_job_never_changes_status_again(api: Api) -> None:
+    from sqlalchemy import select
+
+    from vidgate.db import jobs
+    from vidgate.jobs.states import ALLOWED_TRANSITIONS
+    from vidgate.jobs.store import _fail_and_refund, transition
+
+    key = await api.new_key()
+    done_id, failed_id = await queued_job(api, key), await queued_job(api, key)
+    store = api.ctx.store
+    done = await store.claim_next("w", 30, 3)
+    failed = await store.claim_next("w", 30, 3)
+    assert done and failed
+    assert await store.complete(done_id, done.token, "a.mp4")
+    assert await store.fail_attempt(failed_id, failed.token, "boom", max_attempts=3, retryable=False) \
+        is JobStatus.FAILED
+    # Whatever a caller asks, the store's one status change refuses to leave a final status.
+    api.ctx.db.write_now(lambda conn: _fail_and_refund(conn, done_id, None, "late failure"))
+    for target in JobStatus:
+        changed = api.ctx.db.write_now(lambda conn, t=target: conn.execute(
+            transition(t, jobs.c.id.in_([done_id, failed_id]))).rowcount)
+        assert changed == 0, target
+    status = dict(api.ctx.db.read_now(lambda conn: conn.execute(select(jobs.c.id, jobs.c.status)).all()))
+    assert status == {done_id: "COMPLETED", failed_id: "FAILED"}
+    assert not ALLOWED_TRANSITIONS[JobStatus.COMPLETED] and not ALLOWED_TRANSITIONS[JobStatus.FAILED]

@@ -33,6 +33,11 @@ def can_transition(old: JobStatus, new: JobStatus) -> bool:
     return new in ALLOWED_TRANSITIONS[old]
 
 
+def sources_of(new: JobStatus) -> tuple[str, ...]:
+    """The statuses a job may move to `new` from (the store's every status change is guarded by these)."""
+    return tuple(old.value for old, targets in ALLOWED_TRANSITIONS.items() if new in targets)
+
+
 def wire_status(status: JobStatus) -> str:
     """Venice exposes only PROCESSING and COMPLETED; queued work reads as PROCESSING (SPEC §3)."""
     return "COMPLETED" if status is JobStatus.COMPLETED else "PROCESSING"

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from sqlalchemy import Connection, Select, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, Select, Update, and_, bindparam, insert, or_, select, update
 from sqlalchemy.engine import Row
 
 from vidgate.accounts.ledger import charge_for_job, refund_job
 from vidgate.db import Database, PreparedQuery, jobs
-from vidgate.jobs.states import JobStatus
+from vidgate.jobs.states import JobStatus, sources_of
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,14 @@ _CLAIMABLE = (
 )
 _HELD = and_(jobs.c.id == bindparam("job_id"), jobs.c.lease_token == bindparam("token"),
              jobs.c.status == JobStatus.PROCESSING.value)
+
+
+def transition(to: JobStatus, *conditions: Any) -> Update:
+    """The one way a job's status changes: an UPDATE that only matches jobs whose current status may move to
+    `to` (jobs/states.py), so a finished job can never be re-opened, whatever the caller's other conditions."""
+    return update(jobs).where(jobs.c.status.in_(sources_of(to)), *conditions).values(status=to.value)
+
+
 _HEARTBEAT = update(jobs).where(_HELD).values(lease_expires_at=bindparam("expires"), progress=bindparam("progress"))
 
 
@@ -158,10 +166,9 @@ class JobStore:
                 return None
             token = uuid.uuid4().hex
             conn.execute(
-                update(jobs)
-                .where(jobs.c.id == candidate.id, jobs.c.status == candidate.status)
+                transition(JobStatus.PROCESSING, jobs.c.id == candidate.id, jobs.c.status == candidate.status)
                 .values(
-                    status=JobStatus.PROCESSING.value, attempts=jobs.c.attempts + 1, lease_owner=owner,
+                    attempts=jobs.c.attempts + 1, lease_owner=owner,
                     lease_token=token, lease_expires_at=now + lease_seconds,
                     started_at=candidate.started_at or now, progress=0.0,
                 )
@@ -182,8 +189,8 @@ class JobStore:
                 return False
             now = time.time()
             result = conn.execute(
-                update(jobs).where(_HELD).values(
-                    status=JobStatus.COMPLETED.value, finished_at=now, media_key=media_key, progress=1.0,
+                transition(JobStatus.COMPLETED, _HELD).values(
+                    finished_at=now, media_key=media_key, progress=1.0,
                     execution_ms=int((now - row.created_at) * 1000), lease_token=None, lease_expires_at=None,
                 ),
                 {"job_id": job_id, "token": token},
@@ -203,9 +210,8 @@ class JobStore:
                 return None  # the lease is gone; whoever holds the job now decides
             if retryable and row.attempts < max_attempts:
                 conn.execute(
-                    update(jobs).where(_HELD).values(
-                        status=JobStatus.QUEUED.value, lease_token=None, lease_owner=None, lease_expires_at=None,
-                        error=error,
+                    transition(JobStatus.QUEUED, _HELD).values(
+                        lease_token=None, lease_owner=None, lease_expires_at=None, error=error,
                     ),
                     held,
                 )
@@ -248,16 +254,15 @@ def _fail_exhausted(conn: Connection, now: float, max_attempts: int) -> None:
 
 
 def _fail_and_refund(conn: Connection, job_id: str, token: str | None, error: str) -> None:
-    conditions = [jobs.c.id == job_id, jobs.c.status.in_([JobStatus.QUEUED.value, JobStatus.PROCESSING.value])]
+    conditions = [jobs.c.id == job_id, jobs.c.status.in_(sources_of(JobStatus.FAILED))]
     if token is not None:
         conditions.append(jobs.c.lease_token == token)
     row = conn.execute(select(jobs.c.account_id, jobs.c.price_micros).where(*conditions)).first()
     if row is None:
         return
     conn.execute(
-        update(jobs).where(*conditions).values(
-            status=JobStatus.FAILED.value, finished_at=time.time(), error=error, lease_token=None,
-            lease_expires_at=None,
+        transition(JobStatus.FAILED, *conditions).values(
+            finished_at=time.time(), error=error, lease_token=None, lease_expires_at=None,
         )
     )
     if row.price_micros:
