@@ -207,3 +207,47 @@ def test_invalid_price_file_names_the_rule(tmp_path: Path) -> None:
     with pytest.raises(CatalogError) as caught:
         PriceTable.load(bad)
     assert "wan-*" in str(caught.value)
+
+
+# --- quote and listing behaviours kept from before the September catalogue -----------------------------
+
+
+async def test_models_bad_type_is_400_and_other_types_are_empty(api: Api) -> None:
+    bad = await api.client.get("/api/v1/models", params={"type": "bogus"})
+    assert bad.status_code == 400
+    assert bad.json()["issues"][0]["path"] == ["type"]
+    text = await api.client.get("/api/v1/models", params={"type": "text"})
+    assert text.json()["data"] == []
+
+
+
+async def test_quote_audio_raises_price_on_configurable_models(api: Api) -> None:
+    base = {"model": "kling-2.6-pro-text-to-video", "duration": "5s"}
+    silent = (await api.post("/video/quote", {**base, "audio": False})).json()["quote"]
+    loud = (await api.post("/video/quote", {**base, "audio": True})).json()["quote"]
+    assert loud > silent
+
+
+async def test_quote_tolerates_fields_it_does_not_price(api: Api) -> None:
+    body = {"model": "seedance-2-0-image-to-video-basic", "duration": "5s", "resolution": "720p",
+            "prompt": "quote", "image_url": "https://example.com/x.png", "aspect_ratio": "16:9", "whatever": 1}
+    assert (await api.post("/video/quote", body)).status_code == 200
+
+
+async def test_quote_invalid_enum_carries_expected_for_docs_ui(api: Api) -> None:
+    response = await api.post("/video/quote", {"model": "veo3-fast-text-to-video", "duration": "5s"})
+    assert response.status_code == 400
+    issue = response.json()["issues"][0]
+    assert issue["path"] == ["duration"] and issue["expected"] == "'4s' | '6s' | '8s'"
+
+
+async def test_quote_source_matched_duration_bills_reference_seconds(api: Api) -> None:
+    body = {"model": "seedance-2-5-reference-to-video-basic", "duration": "auto", "resolution": "720p",
+            "audio": False}
+    missing = await api.post("/video/quote", body)
+    assert missing.status_code == 400
+    assert missing.json()["issues"][0]["path"] == ["reference_video_total_duration"]
+    eight = await api.post("/video/quote", {**body, "reference_video_total_duration": 7.2})
+    fixed = await api.post("/video/quote", {"model": body["model"], "duration": "8s", "resolution": "720p",
+                                            "audio": False})
+    assert eight.json() == fixed.json()
