@@ -231,3 +231,42 @@ async def test_bare_second_durations_are_accepted(api: Api) -> None:
     key = await api.new_key()
     response = await api.post("/video/queue", t2v_body(duration="5"), key)
     assert response.status_code == 200, response.text
+
+
+KLING_O3_R2V = "kling-o3-pro-reference-to-video"
+
+
+def kling_body(frames: int = 0, elements: int = 0, scenes: int = 0) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": KLING_O3_R2V, "prompt": "A walk", "duration": "5s"}
+    for field in ("image_url", "end_image_url")[:frames]:
+        body[field] = PNG_DATA_URL
+    if elements:
+        body["elements"] = [{"frontal_image_url": PNG_DATA_URL} for _ in range(elements)]
+    if scenes:
+        body["scene_image_urls"] = [PNG_DATA_URL] * scenes
+    return body
+
+
+async def test_kling_o3_seven_visual_inputs_ok_eight_rejected(api: Api) -> None:
+    key = await api.new_key()
+    ok = await api.post("/video/queue", kling_body(frames=2, elements=3, scenes=2), key)
+    assert ok.status_code == 200, ok.text
+    payload = await rejected(api, kling_body(frames=2, elements=3, scenes=3))
+    assert "total 8, the limit is 7" in issue_for(payload, "elements")["message"]
+
+
+async def test_kling_o3_four_elements_with_a_frame_rejected(api: Api) -> None:
+    payload = await rejected(api, kling_body(frames=1, elements=4))
+    assert "at most 3 elements" in issue_for(payload, "elements")["message"]
+
+
+async def test_kling_o3_four_scene_images_ok_five_rejected(api: Api) -> None:
+    payload = await rejected(api, kling_body(scenes=5))
+    assert issue_for(payload, "scene_image_urls")["maximum"] == 4
+
+
+async def test_reference_audio_without_image_or_video_is_rejected(api: Api) -> None:
+    body = {"model": "seedance-2-0-reference-to-video", "prompt": "A walk", "duration": "5s",
+            "reference_audio_urls": ["https://example.com/a.mp3"]}
+    payload = await rejected(api, body)
+    assert "audio-only references are rejected" in issue_for(payload, "reference_audio_urls")["message"]
