@@ -259,3 +259,11 @@ async def test_video_model_with_its_own_durations_makes_the_requested_length(api
     await api.run_worker()
     got = await api.client.get(queued["download_url"])
     assert abs(video_facts(got.content)["duration"] - 5) < 0.1
+
+
+async def test_anon_user_id_is_accepted_up_to_128_printable_ascii_characters(api: Api) -> None:
+    body = {"model": "wan-2.5-preview-text-to-video", "prompt": SHORT_PROMPT, "duration": "5s", "resolution": "480p"}
+    await accepted(api, {**body, "anon_user_id": "u" * 128})
+    for bad in ("u" * 129, "a||b", "caf\u00e9", "tab\there"):
+        payload = await rejected(api, {**body, "anon_user_id": bad})
+        assert "128 printable ASCII" in issue_for(payload, "anon_user_id")["message"]

@@ -29,6 +29,7 @@ CAMERA_POINTS = (2, 12)
 MAX_AZIMUTH_TRAVEL = 11520  # 32 turns of total absolute azimuth travel (CHANGES §2.2, GUESS)
 ELEMENT_REFERENCE_IMAGES = 3
 MAX_SEED = 2**32 - 1
+ANON_USER_ID_MAX = 128
 
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[^;,]*)*)(?P<b64>;base64)?,")
 _HTTP_URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$", re.IGNORECASE)
@@ -340,7 +341,18 @@ class _Checker:
                 out["omni_reference_task_type"] = TASK_TYPES[task]
         if "consents" in self.body and self.body["consents"] is not None:
             out["consents"] = self.consents(self.body["consents"])
+        self.anon_user_id()
         return out
+
+    def anon_user_id(self) -> None:
+        """Accepted as Venice accepts it (CHANGES §2.3): at most 128 printable ASCII characters, no `||`."""
+        value = self.string("anon_user_id")
+        if value is None:
+            return
+        if len(value) > ANON_USER_ID_MAX or not value.isascii() or not value.isprintable() or "||" in value:
+            self.add(Issue(path=["anon_user_id"], code="invalid_string", received=value[:ANON_USER_ID_MAX],
+                           message=f"anon_user_id must be at most {ANON_USER_ID_MAX} printable ASCII characters "
+                                   "without '||'"))
 
     def consents(self, value: Any) -> dict[str, Any] | None:
         """`consents.seedance` must be exactly the three booleans, all true (SPEC §5)."""
