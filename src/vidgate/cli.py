@@ -31,6 +31,8 @@ app.add_typer(accounts_app, name="accounts")
 app.add_typer(catalog_app, name="catalog")
 upstreams_app = typer.Typer(help="Gateway mode: the upstream providers in VIDGATE_UPSTREAMS.", no_args_is_help=True)
 app.add_typer(upstreams_app, name="upstreams")
+db_app = typer.Typer(help="The database's schema: migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -58,14 +60,27 @@ def _settings(data_dir: Path | None, **overrides: object) -> Settings:
         raise typer.Exit(2) from None
 
 
-def _transaction(settings: Settings, action: Callable[[Connection], T]) -> T:
-    """Run `action` in one write transaction against the settings' database."""
+def _open_database(settings: Settings) -> Database:
+    """The settings' database, created if new, at this vidgate's schema; otherwise say what to do and exit 2
+    (see `vidgate.migrate.ensure_schema`)."""
     from vidgate.db import Database
+    from vidgate.migrate import SchemaError
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.resolved_database_url)
+    db = Database(settings.resolved_database_url)  # refuses an unsupported URL; connects lazily
     try:
         db.create_schema()
+    except SchemaError as exc:
+        db.dispose()
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    return db
+
+
+def _transaction(settings: Settings, action: Callable[[Connection], T]) -> T:
+    """Run `action` in one write transaction against the settings' database."""
+    db = _open_database(settings)
+    try:
         return db.write_now(action)
     finally:
         db.dispose()
@@ -129,11 +144,8 @@ def _announce_upscaler(settings: Settings) -> None:
 
 
 def _bootstrap(settings: Settings, action: Callable[[Database, Settings], T]) -> T:
-    from vidgate.db import Database
-
-    db = Database(settings.resolved_database_url)
+    db = _open_database(settings)
     try:
-        db.create_schema()
         return action(db, settings)
     finally:
         db.dispose()
@@ -155,7 +167,30 @@ def worker(
                          worker_engines=engines.split(",") if engines else None,
                          worker_models=models.split(",") if models else None)
     _check_catalog(settings)
+    _open_database(settings).dispose()  # a new database is created here; one at another revision stops here
     run_worker_process(settings)
+
+
+@db_app.command("upgrade")
+def db_upgrade(data_dir: DataDirOption = None) -> None:
+    """Migrate the database to this vidgate's schema (run it after upgrading vidgate; back up the data dir first).
+
+    A new database is created; one from before migrations is checked and adopted; at the newest revision already,
+    nothing happens."""
+    from vidgate.migrate import SchemaError, current_revision, upgrade
+
+    settings = _settings(data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    url = settings.resolved_database_url
+    try:
+        before = current_revision(url)
+        console.print(f"schema revision before: {before or 'none'}", highlight=False)
+        after = upgrade(url)
+    except SchemaError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    console.print(f"schema revision after: {after}" + (" (already up to date)" if before == after else ""),
+                  highlight=False)
 
 
 @catalog_app.command("check")

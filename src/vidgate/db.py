@@ -332,8 +332,20 @@ class Database:
         self._writer = _GroupCommitWriter(self._write_engine)
 
     def create_schema(self) -> None:
-        # On the writer thread: the write engine's one connection belongs to it.
-        self.write_now(metadata.create_all)
+        """Bring a new database to this vidgate's schema, or check an existing one is at it: see
+        `vidgate.migrate.ensure_schema` (SchemaError when it is not, and an operator must act).
+
+        Alembic runs on `migrate`'s own short-lived engine, not through `write_now`: the writer's connection
+        enforces foreign keys and is always inside a group-commit transaction, where the pragma cannot be turned
+        off for a batch (copy-and-rename) migration, and its batches would put the DDL in a savepoint beside
+        other callers' writes. Running apart is safe: this is called before the Database's two connections are
+        used (both connect lazily), the migration commits and its engine is disposed before this returns, and
+        other processes are kept out the way all writers are (`BEGIN IMMEDIATE`, `busy_timeout`). Should a
+        connection be open already, SQLite notices the new schema on its next statement (the schema cookie).
+        """
+        from vidgate import migrate
+
+        migrate.ensure_schema(self.url)
 
     def _read_connection(self) -> Connection:
         if self._reader is None or self._reader.closed:
