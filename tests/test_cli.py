@@ -80,3 +80,12 @@ def test_serve_says_once_which_upscaler_it_uses(live_server: LiveServer) -> None
     lines = [line for line in live_server.log.read_text().splitlines() if line.startswith("upscaler:")]
     assert len(lines) == 1, live_server.log.read_text()
     assert "Real-ESRGAN" in lines[0]  # either it runs, or the line says why not and how to fix it
+
+
+def test_serve_refuses_storage_settings_that_cannot_work(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIDGATE_")}
+    env["VIDGATE_STORAGE_URL"] = "ftp://videos.example/bucket"
+    done = subprocess.run([sys.executable, "-m", "vidgate", "serve", "--data-dir", str(tmp_path / "d"), "--port", "1"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "VIDGATE_STORAGE_URL" in done.stderr and "Traceback" not in done.stderr

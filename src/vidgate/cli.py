@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from vidgate.settings import Settings, load_settings
@@ -45,6 +46,11 @@ DataDirOption = Annotated[
 ]
 
 
+def print_error(message: str) -> None:
+    """An error for the operator on stderr; the message is text, never rich markup (it may hold brackets)."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def _settings(data_dir: Path | None, **overrides: object) -> Settings:
     """The settings, or a clear error naming the setting that does not parse (and exit 2)."""
     from pydantic import ValidationError
@@ -55,8 +61,7 @@ def _settings(data_dir: Path | None, **overrides: object) -> Settings:
         for err in exc.errors()[:5]:
             name = "VIDGATE_" + str(err["loc"][0]).upper() if err["loc"] else "settings"
             where = ".".join(str(p) for p in err["loc"][1:])
-            err_console.print(f"[bold red]error:[/] {name}{': ' + where if where else ''}: {err['msg']}",
-                              highlight=False)
+            print_error(f"{name}{': ' + where if where else ''}: {err['msg']}")
         raise typer.Exit(2) from None
 
 
@@ -72,7 +77,7 @@ def _open_database(settings: Settings) -> Database:
         db.create_schema()
     except SchemaError as exc:
         db.dispose()
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        print_error(str(exc))
         raise typer.Exit(2) from None
     return db
 
@@ -103,6 +108,7 @@ def serve(
 
     settings = _settings(data_dir, workers=workers)
     _check_catalog(settings)
+    _check_storage(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     first_key = _bootstrap(settings, ensure_first_account)
     if first_key is not None:
@@ -126,9 +132,21 @@ def _check_catalog(settings: Settings) -> int:
     try:
         served = served_catalog(settings)
     except STARTUP_ERRORS as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        print_error(str(exc))
         raise typer.Exit(2) from None
     return len(served.catalog)
+
+
+def _check_storage(settings: Settings) -> None:
+    """A bucket that is missing or unreachable stops the start here, naming the setting."""
+    from vidgate.storage import storage_from_settings
+    from vidgate.storage.base import StorageConfigError
+
+    try:
+        storage_from_settings(settings)
+    except StorageConfigError as exc:
+        print_error(str(exc))
+        raise typer.Exit(2) from None
 
 
 def _announce_upscaler(settings: Settings) -> None:
@@ -167,6 +185,7 @@ def worker(
                          worker_engines=engines.split(",") if engines else None,
                          worker_models=models.split(",") if models else None)
     _check_catalog(settings)
+    _check_storage(settings)
     _open_database(settings).dispose()  # a new database is created here; one at another revision stops here
     run_worker_process(settings)
 
@@ -187,7 +206,7 @@ def db_upgrade(data_dir: DataDirOption = None) -> None:
         console.print(f"schema revision before: {before or 'none'}", highlight=False)
         after = upgrade(url)
     except SchemaError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        print_error(str(exc))
         raise typer.Exit(2) from None
     console.print(f"schema revision after: {after}" + (" (already up to date)" if before == after else ""),
                   highlight=False)
@@ -222,14 +241,14 @@ def catalog_sync(
 
     key = os.environ.get(api_key_env) if api_key_env else None
     if api_key_env and not key:
-        err_console.print(f"[bold red]error:[/] the variable {api_key_env} is not set")
+        print_error(f"the variable {api_key_env} is not set")
         raise typer.Exit(2)
     try:
         with httpx.Client(base_url=source.rstrip("/"), timeout=30,
                           headers={"Authorization": f"Bearer {key}"} if key else {}) as client:
             result = sync_catalog(client, load_catalog(), quotes=quotes)
     except (SyncError, httpx.HTTPError) as exc:
-        err_console.print(f"[bold red]error:[/] {source}: {exc}", highlight=False)
+        print_error(f"{source}: {exc}")
         raise typer.Exit(1) from None
     out.write_text(json.dumps(result.data, indent=1) + "\n")
     console.print(f"wrote {out}: {len(result.data['models'])} new, {len(result.data['update'])} changed, "
@@ -337,7 +356,7 @@ def upstreams_check(data_dir: DataDirOption = None) -> None:
     try:
         served = served_catalog(settings)
     except STARTUP_ERRORS as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        print_error(str(exc))
         raise typer.Exit(2) from None
     if not settings.upstreams:
         console.print("no upstreams configured (VIDGATE_UPSTREAMS)")

@@ -43,6 +43,15 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = 35 * 1024 * 1024
 
+    # Where finished videos live (storage/__init__.py): unset is `data_dir/media` on local disk.
+    storage_url: str | None = Field(
+        default=None, description="s3://bucket[/prefix] (any S3-compatible service) or file:///path"
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="endpoint of an S3-compatible service other than AWS (MinIO, R2, ...); "
+        "credentials come from the standard AWS_* variables",
+    )
+
     workers: int = 2
     lease_seconds: float = 30.0
     max_attempts: int = 3

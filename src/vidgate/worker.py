@@ -27,7 +27,7 @@ from vidgate.jobs.states import JobStatus, job_error
 from vidgate.jobs.store import Claim, ClaimScope, JobStore
 from vidgate.jobs.wakeup import WakeSocket
 from vidgate.settings import Settings
-from vidgate.storage.local import LocalStorage
+from vidgate.storage import storage_from_settings
 
 log = logging.getLogger("vidgate.worker")
 
@@ -48,7 +48,7 @@ class Worker:
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.db = Database(settings.resolved_database_url)
         self.store = JobStore(self.db)
-        self.storage = LocalStorage(settings.media_dir)
+        self.storage = storage_from_settings(settings)
         self.scope = claim_scope(settings)
         self._engines: dict[str, Engine] = {}
         self._finishing: asyncio.Future[None] | None = None
@@ -177,9 +177,11 @@ class JobRun:
                                                                       1.0):
                 raise LeaseLost(job.id)
             media_key = f"{job.id}-{token[:8]}.mp4"
-            worker.storage.put_file(media_key, self.scratch)
-            if not await worker.store.complete(job.id, token, media_key):
-                worker.storage.delete(media_key)
+            # In a thread, still heartbeating: an upload to object storage can take a while.
+            self.progress = 1.0
+            await self.heartbeating(lambda _progress: worker.storage.put_file(media_key, self.scratch))
+            if self.lost.is_set() or not await worker.store.complete(job.id, token, media_key):
+                await asyncio.to_thread(worker.storage.delete, media_key)
                 raise LeaseLost(job.id)
             log.info("job %s completed", job.id)
             discard_inputs(self.request)

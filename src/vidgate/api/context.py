@@ -18,7 +18,7 @@ from vidgate.media.inputs import PreparedInputs, prepare_inputs
 from vidgate.media.types import VideoInfo
 from vidgate.served_catalog import served_catalog
 from vidgate.settings import Settings
-from vidgate.storage.local import LocalStorage
+from vidgate.storage import Storage, storage_from_settings
 from vidgate.storage.signing import DeliveryUrlSigner
 
 EXECUTION_TIME_CACHE_SECONDS = 5.0
@@ -33,7 +33,7 @@ class AppContext:
     prices: PriceTable
     routes: dict[str, Route]  # gateway: routed model id -> its upstream
     gateway: Gateway
-    storage: LocalStorage
+    storage: Storage
     signer: DeliveryUrlSigner
     limiter: RateLimiter
     fetcher: GuardedFetcher
@@ -51,7 +51,7 @@ class AppContext:
             prices=served.prices,
             routes=served.routes,
             gateway=Gateway(served.routes),
-            storage=LocalStorage(settings.media_dir),
+            storage=storage_from_settings(settings),
             signer=DeliveryUrlSigner(settings.resolved_secret_key, settings.download_url_ttl_seconds),
             limiter=RateLimiter(
                 {"queue": settings.rate_limit_queue_per_min, "retrieve": settings.rate_limit_retrieve_per_min}

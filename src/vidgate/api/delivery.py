@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
-from vidgate.api.http import API_PREFIX, JSONResponse, VideoFileResponse
-from vidgate.api.video import ctx_of, delete_media, not_ready
+from vidgate.api.http import API_PREFIX, JSONResponse
+from vidgate.api.video import ctx_of, delete_media, find_video, not_ready, video_response
 from vidgate.errors import Forbidden, Gone
 from vidgate.jobs.states import JobStatus
 from vidgate.jobs.store import Job
@@ -32,17 +33,17 @@ async def linked_job(request: Request, token: str) -> Job:
     return job
 
 
-async def download(request: Request) -> VideoFileResponse:
+async def download(request: Request) -> Response:
     ctx = ctx_of(request)
     job = await linked_job(request, request.path_params["token"])
     if job.status is JobStatus.FAILED:
         raise Gone("The video generation failed; nothing to download.")
     if job.status is not JobStatus.COMPLETED:
         raise not_ready()
-    path = ctx.storage.local_path(job.media_key or "")
-    if path is None:
+    found = await find_video(ctx.storage, job.media_key)
+    if found is None:
         raise Gone(REVOKED)
-    return VideoFileResponse(path, job.id)
+    return video_response(ctx.storage, job.media_key or "", found, job.id)
 
 
 async def revoke(request: Request) -> JSONResponse:

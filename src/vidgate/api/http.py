@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.background import BackgroundTask
+from starlette.concurrency import iterate_in_threadpool
+from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vidgate.errors import BadRequest, PayloadTooLarge, VidgateError, invalid
+
+if TYPE_CHECKING:
+    from vidgate.storage.base import Storage
 
 API_VERSION = "vidgate-0.1.0"
 API_PREFIX = "/api/v1"
@@ -135,4 +141,55 @@ class VideoFileResponse(FileResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("method", "GET").upper() == "POST":
             scope = dict(scope, method="GET")
+        await super().__call__(scope, receive, send)
+
+
+_SINGLE_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+
+
+def parse_single_range(header: str | None, size: int) -> tuple[int, int] | bool | None:
+    """(start, end) inclusive for a satisfiable single `bytes=` range; None to send the whole object (no
+    Range, a malformed or multi-part one: a server may ignore Range); False when it cannot be satisfied."""
+    match = _SINGLE_RANGE.match(header or "")
+    if not match or match.group(1) == match.group(2) == "":
+        return None
+    first, last = match.group(1), match.group(2)
+    if first == "":  # bytes=-N: the last N bytes
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            return False
+        return max(0, size - suffix), size - 1
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if start >= size or (last and int(last) < start):
+        return False
+    return start, end
+
+
+class StoredVideoResponse(StreamingResponse):
+    """Streams an MP4 from a storage that is not on local disk (`size` + `iter_range`, in a thread), with
+    single-range support (206 / 416) on GET, HEAD and POST, like VideoFileResponse does for local files."""
+
+    def __init__(self, storage: Storage, key: str, size: int, queue_id: str,
+                 background: BackgroundTask | None = None) -> None:
+        self.storage, self.key, self.size = storage, key, size
+        super().__init__(iter(()), media_type="video/mp4", background=background,
+                         headers={"Content-Disposition": f'attachment; filename="{queue_id}.mp4"',
+                                  "Accept-Ranges": "bytes"})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope.get("method", "GET").upper()
+        span = parse_single_range(Headers(scope=scope).get("range"), self.size)
+        if span is False:
+            self.status_code = 416
+            self.headers["content-range"] = f"bytes */{self.size}"
+            self.headers["content-length"] = "0"
+        else:
+            start, end = span if isinstance(span, tuple) else (0, self.size - 1)
+            if isinstance(span, tuple):
+                self.status_code = 206
+                self.headers["content-range"] = f"bytes {start}-{end}/{self.size}"
+            self.headers["content-length"] = str(max(0, end - start + 1))
+            if method != "HEAD" and end >= start:
+                self.body_iterator = iterate_in_threadpool(self.storage.iter_range(self.key, start, end))
         await super().__call__(scope, receive, send)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -16,6 +18,7 @@ from vidgate.api.context import AppContext
 from vidgate.api.http import (
     API_PREFIX,
     JSONResponse,
+    StoredVideoResponse,
     VideoFileResponse,
     add_headers,
     read_json_object,
@@ -33,6 +36,7 @@ from vidgate.gateway.service import quote_body
 from vidgate.jobs.states import JobStatus, public_error, wire_status
 from vidgate.jobs.store import Job
 from vidgate.jobs.wakeup import notify_workers
+from vidgate.storage.base import Storage
 
 
 def ctx_of(request: Request) -> AppContext:
@@ -171,15 +175,34 @@ async def retrieve_video(request: Request) -> Response:
                 "execution_duration": int((finished - job.created_at) * 1000),
             }
         )
-    path = ctx.storage.local_path(job.media_key or "")
-    if path is None:
+    found = await find_video(ctx.storage, job.media_key)
+    if found is None:
         raise media_not_found()
     task = None
     if delete_after:
         await ctx.store.mark_media_deleted(job.id)
-        task = BackgroundTask(ctx.storage.delete, job.media_key or "")
+        task = BackgroundTask(ctx.storage.delete, job.media_key or "")  # sync: run in a thread after sending
     # The MP4 whatever the Accept header says: clients send Accept: application/json and expect bytes.
-    return VideoFileResponse(path, job.id, background=task)
+    return video_response(ctx.storage, job.media_key or "", found, job.id, background=task)
+
+
+async def find_video(storage: Storage, key: str | None) -> Path | int | None:
+    """Where to send a stored MP4 from: its local path (the sendfile fast path), else its size in object
+    storage (a HEAD, in a thread); None when it is gone."""
+    if not key:
+        return None
+    path = storage.local_path(key)
+    if path is not None:
+        return path
+    return await run_in_threadpool(storage.size, key)
+
+
+def video_response(storage: Storage, key: str, found: Path | int, queue_id: str,
+                   background: BackgroundTask | None = None) -> Response:
+    """The MP4 with Range support, from what `find_video` found."""
+    if isinstance(found, Path):
+        return VideoFileResponse(found, queue_id, background=background)
+    return StoredVideoResponse(storage, key, found, queue_id, background=background)
 
 
 async def complete_video(request: Request) -> JSONResponse:
@@ -194,7 +217,7 @@ async def complete_video(request: Request) -> JSONResponse:
 async def delete_media(ctx: AppContext, job: Job) -> None:
     if job.media_key and not job.media_deleted:
         await ctx.store.mark_media_deleted(job.id)
-        ctx.storage.delete(job.media_key)
+        await run_in_threadpool(ctx.storage.delete, job.media_key)
 
 
 def not_ready() -> NotFound:

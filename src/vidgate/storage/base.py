@@ -1,19 +1,41 @@
-"""The storage interface: where finished videos live until they are completed or deleted."""
+"""The storage interface: where finished videos live until they are completed or deleted.
+
+Two implementations: `LocalStorage` (a directory on this machine; delivery sends the file itself, with
+sendfile) and `S3Storage` (any S3-compatible bucket; delivery streams ranged GETs through vidgate).
+`storage_from_settings` (storage/__init__.py) picks one; the API and the workers both build it that way.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
+class StorageConfigError(RuntimeError):
+    """The storage settings cannot work (unknown scheme, bucket missing or unreachable); names the setting."""
+
+
+@runtime_checkable
 class Storage(Protocol):
     def put_file(self, key: str, source: Path) -> None:
-        """Move a finished file into storage under `key` (atomically: readers see all of it or nothing)."""
+        """Move (or upload, then remove) a finished file into storage under `key`; readers see all of it or
+        nothing. Blocking: call it from a thread in async code."""
+
+    def delete(self, key: str) -> None:
+        """Remove the object; a missing one is not an error. Blocking."""
+
+    def exists(self, key: str) -> bool: ...
+
+    def size(self, key: str) -> int | None:
+        """The object's size in bytes, or None if it does not exist. Blocking."""
+
+    def iter_range(self, key: str, start: int, end: int) -> Iterator[bytes]:
+        """The bytes start..end (inclusive) of the object, in chunks. Blocking: iterate it in a thread."""
 
     def local_path(self, key: str) -> Path | None:
-        """A path on this machine to stream the object from, or None if it does not exist."""
-
-    def delete(self, key: str) -> None: ...
+        """A path on this machine to send the object from (the fast path), or None: the object does not exist,
+        or this storage is not local (then use `size` and `iter_range`)."""
 
     def scratch_dir(self) -> Path:
-        """A directory on the same filesystem where engines write before `put_file`."""
+        """A local directory where engines write before `put_file` (on the same filesystem for local storage)."""
