@@ -89,3 +89,15 @@ def test_serve_refuses_storage_settings_that_cannot_work(tmp_path: Path) -> None
                           capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "VIDGATE_STORAGE_URL" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_every_node_says_its_role_version_and_backends_at_start(live_server: LiveServer) -> None:
+    import time
+
+    assert live_server.log is not None
+    deadline = time.time() + 30
+    while "vidgate 0.1.0 worker" not in live_server.log.read_text() and time.time() < deadline:
+        time.sleep(0.2)
+    text = live_server.log.read_text()
+    assert "vidgate 0.1.0 API node with 1 worker; database: sqlite; storage: local" in text
+    assert "; database: sqlite; storage: local; engines: image,procedural,reference,upscale,video" in text

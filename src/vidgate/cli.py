@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from vidgate.settings import Settings, load_settings
+from vidgate.settings import Settings, load_settings, node_description
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -118,6 +118,9 @@ def serve(
     supervisor.start()
     console.print(f"vidgate listening on http://{host}:{port}/api/v1 "
                   f"(data: {settings.data_dir.resolve()}, workers: {supervisor.count})")
+    count = supervisor.count
+    role = "API node" + (f" with {count} worker{'s' if count != 1 else ''}" if count else " (no workers)")
+    console.print(node_description(settings, role), highlight=False)
     _announce_upscaler(settings)
     try:
         uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)

@@ -157,6 +157,21 @@ class Settings(BaseSettings):
         return path.read_text().strip()
 
 
+def node_description(settings: Settings, role: str) -> str:
+    """One line a node logs at start: its role, vidgate's version and the backends it uses (never secrets)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = version("vidgate")
+    except PackageNotFoundError:
+        release = "unknown"
+    database = settings.resolved_database_url.split("://", 1)[0].split("+", 1)[0]
+    storage = settings.storage_url.split("://", 1)[0] if settings.storage_url else "local"
+    extras = [f"diffusers models: {len(settings.diffusers_models)}"] if settings.diffusers_models else []
+    extras += [f"upstreams: {', '.join(settings.upstreams)}"] if settings.upstreams else []
+    return "; ".join([f"vidgate {release} {role}", f"database: {database}", f"storage: {storage}", *extras])
+
+
 def load_settings(**overrides: object) -> Settings:
     """Settings from the environment, with explicit overrides (CLI flags, tests) on top."""
     clean = {k: v for k, v in overrides.items() if v is not None}

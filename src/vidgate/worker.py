@@ -26,7 +26,7 @@ from vidgate.engines.registry import CPU_ENGINES, engine_for
 from vidgate.jobs.states import JobStatus, job_error
 from vidgate.jobs.store import Claim, ClaimScope, JobStore
 from vidgate.jobs.wakeup import WakeSocket
-from vidgate.settings import Settings
+from vidgate.settings import Settings, node_description
 from vidgate.storage import storage_from_settings
 
 log = logging.getLogger("vidgate.worker")
@@ -237,6 +237,10 @@ def run_worker_process(settings: Settings) -> None:
     with contextlib.suppress(OSError):
         os.nice(settings.render_nice)
     worker = Worker(settings)
+    scope = worker.scope
+    log.info("%s; engines: %s%s%s", node_description(settings, f"worker {worker.name}"),
+             ",".join(sorted(scope.engines or ())), f"; models: {','.join(sorted(scope.models))}" if scope.models
+             else "", f"; device: {settings.worker_device}" if settings.worker_device else "")
 
     async def main() -> None:
         import signal
