@@ -352,7 +352,7 @@ def accounts_credit(
 @upstreams_app.command("check")
 def upstreams_check(data_dir: DataDirOption = None) -> None:
     """Call each upstream's /models?type=video: reachable, key accepted, and which routed models it lacks."""
-    from vidgate.gateway.client import UpstreamClient, UpstreamError, UpstreamSpec
+    from vidgate.gateway.client import UpstreamClient, UpstreamError
     from vidgate.served_catalog import STARTUP_ERRORS, served_catalog
 
     settings = _settings(data_dir)
@@ -369,7 +369,7 @@ def upstreams_check(data_dir: DataDirOption = None) -> None:
     for name, config in settings.upstreams.items():
         routed = sorted(m for m, r in served.routes.items() if r.upstream == name)
         key = os.environ.get(config.api_key_env, "")
-        with UpstreamClient(UpstreamSpec(name, config.base_url.rstrip("/"), key, config.timeout_s)) as client:
+        with UpstreamClient(config.client_spec(name, key)) as client:
             try:
                 offered = {m.get("id") for m in client.list_models()}
                 # /models answers anonymous callers too: a queue status call is what proves the key.

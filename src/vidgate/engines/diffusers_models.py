@@ -22,6 +22,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from vidgate.catalog.models import Catalog
+from vidgate.catalog.validation import expected_list
 from vidgate.errors import Issue
 
 WEIGHT_FILES = ("*.safetensors", "*.bin")
@@ -135,7 +136,7 @@ def request_issues(binding: DiffusersBinding, resolution: str | None, seconds: i
     issues: list[Issue] = []
     allowed = binding.resolutions
     if allowed is not None and resolution not in allowed:
-        expected = " | ".join(f"'{r}'" for r in allowed)
+        expected = expected_list(allowed)
         issues.append(Issue(path=["resolution"], code="invalid_enum_value", expected=expected, received=resolution,
                             message=f"this server runs the model at {', '.join(allowed)} only; "
                                     f"Expected {expected}, received '{resolution}'"))

@@ -25,13 +25,11 @@ from vidgate.engines.base import ProgressCallback, RenderSpec, TerminalFailure
 from vidgate.gateway.client import (
     Finished,
     Progress,
-    UpstreamAuthFailed,
     UpstreamClient,
     UpstreamError,
     UpstreamInferenceFailed,
-    UpstreamPaymentRequired,
-    UpstreamSpec,
     next_delay,
+    report,
 )
 from vidgate.gateway.config import UpstreamConfig
 
@@ -58,8 +56,7 @@ class UpstreamEngine:
         with self._lock:
             client = self._clients.get(name)
             if client is None:
-                spec = UpstreamSpec(name, config.base_url.rstrip("/"), self.environ.get(config.api_key_env, ""),
-                                    config.timeout_s)
+                spec = config.client_spec(name, self.environ.get(config.api_key_env, ""))
                 client = self._clients[name] = UpstreamClient(spec)
         return client, config
 
@@ -109,9 +106,7 @@ class UpstreamEngine:
 
     @staticmethod
     def terminal(job: UpstreamJob, exc: UpstreamError) -> TerminalFailure:
-        if isinstance(exc, (UpstreamPaymentRequired, UpstreamAuthFailed)):
-            log.error("OPERATOR: upstream %s refused our credentials or credit (%s): %s; check its API key "
-                      "variable and the provider account's balance", job.upstream, type(exc).__name__, exc)
+        report(job.upstream, exc)
         public = exc.public_message
         if isinstance(exc, UpstreamInferenceFailed) and isinstance(exc.body, dict) \
                 and isinstance(exc.body.get("error"), str):

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import re
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -139,6 +141,25 @@ class UpstreamProtocolError(UpstreamError):
 
 # A 500 whose text says the content was refused (Venice words moderation blocks in several ways).
 MODERATION = re.compile(r"moderat|content polic|flagged|not allowed|violat", re.IGNORECASE)
+
+
+# --- operator-facing reports ---------------------------------------------------------------------------------
+
+log = logging.getLogger("vidgate.gateway")
+# Upstream errors seen by this process, by "<upstream>:<error kind>" (exported by a metrics endpoint later).
+OPERATOR_ERRORS: Counter[str] = Counter()
+
+
+def report(upstream: str, exc: UpstreamError) -> None:
+    """Count an upstream error; the provider refusing the operator's key or credit is an `OPERATOR:` error
+    (the one thing only the operator can fix), anything else a warning."""
+    kind = type(exc).__name__
+    OPERATOR_ERRORS[f"{upstream}:{kind}"] += 1
+    if isinstance(exc, (UpstreamPaymentRequired, UpstreamAuthFailed)):
+        log.error("OPERATOR: upstream %s refused our credentials or credit (%s): %s; check its API key "
+                  "variable and the provider account's balance", upstream, kind, exc)
+    else:
+        log.warning("upstream %s: %s", upstream, exc)
 
 
 # --- Retry-After and backoff ----------------------------------------------------------------------------------

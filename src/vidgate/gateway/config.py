@@ -20,6 +20,7 @@ from fnmatch import fnmatchcase
 from pydantic import BaseModel, ConfigDict, Field
 
 from vidgate.catalog.models import Catalog
+from vidgate.gateway.client import UpstreamSpec
 
 
 class UpstreamConfig(BaseModel):
@@ -36,6 +37,10 @@ class UpstreamConfig(BaseModel):
     poll_interval_s: float = Field(default=2.0, gt=0)
     deadline_s: float = Field(default=3600.0, gt=0, description="a job still not done after this fails, refunded")
     quote_cache_s: float = Field(default=30.0, ge=0)
+
+    def client_spec(self, name: str, api_key: str) -> UpstreamSpec:
+        """How the HTTP client reaches this upstream (the API, the worker and `upstreams check` alike)."""
+        return UpstreamSpec(name, self.base_url.rstrip("/"), api_key, self.timeout_s)
 
 
 class GatewayConfigError(ValueError):

@@ -10,10 +10,8 @@ for the operator (it shows in the upstream account's usage; `vidgate upstreams c
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import time
-from collections import Counter
 from decimal import Decimal
 from typing import Any
 
@@ -24,17 +22,13 @@ from vidgate.db import Database, jobs
 from vidgate.errors import RateLimited, ServiceUnavailable, VidgateError
 from vidgate.gateway.client import (
     QuoteCache,
-    UpstreamAuthFailed,
     UpstreamClient,
     UpstreamError,
-    UpstreamPaymentRequired,
     UpstreamRejected,
-    UpstreamSpec,
+    report,
 )
 from vidgate.gateway.config import Route
 from vidgate.jobs.states import JobStatus
-
-log = logging.getLogger("vidgate.gateway")
 
 # Fields that carry media (never sent to a quote: the upstream prices from the facts we measured).
 MEDIA_FIELDS = {*MEDIA_URL_FIELDS, *MEDIA_LIST_FIELDS, "elements", "keyframes", "image_references",
@@ -69,19 +63,17 @@ def quote_body(body: dict[str, Any], req: VideoRequest, facts: MediaFacts) -> di
 
 
 class Gateway:
-    """One client per upstream (kept alive), a shared quote cache, and operator-facing error counts."""
+    """One client per upstream (kept alive) and a shared quote cache."""
 
     def __init__(self, routes: dict[str, Route]) -> None:
         self.routes = routes
         self.cache = QuoteCache(ttl_s=min((r.config.quote_cache_s for r in routes.values()), default=30.0))
         self._clients: dict[str, UpstreamClient] = {}
-        self.operator_errors: Counter[str] = Counter()
 
     def client(self, route: Route) -> UpstreamClient:
         client = self._clients.get(route.upstream)
         if client is None:
-            spec = UpstreamSpec(route.upstream, route.config.base_url.rstrip("/"), route.api_key,
-                                route.config.timeout_s)
+            spec = route.config.client_spec(route.upstream, route.api_key)
             client = self._clients[route.upstream] = UpstreamClient(spec, quote_cache=self.cache)
         return client
 
@@ -115,15 +107,6 @@ class Gateway:
         except UpstreamRejected as exc:
             raise UpstreamAnswer(exc.status or 400, exc.body) from None
         except UpstreamError as exc:
-            self.operator_error(route.upstream, exc)
+            report(route.upstream, exc)
             raise ServiceUnavailable("The video service is temporarily unavailable; please retry shortly",
                                      headers={"Retry-After": str(RETRY_AFTER_S)}) from None
-
-    def operator_error(self, upstream: str, exc: UpstreamError) -> None:
-        kind = type(exc).__name__
-        self.operator_errors[f"{upstream}:{kind}"] += 1
-        if isinstance(exc, (UpstreamPaymentRequired, UpstreamAuthFailed)):
-            log.error("OPERATOR: upstream %s refused our credentials or credit (%s): %s; check its API key "
-                      "variable and the provider account's balance", upstream, kind, exc)
-        else:
-            log.warning("upstream %s: %s", upstream, exc)
