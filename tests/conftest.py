@@ -21,6 +21,7 @@ import httpx
 import pytest
 from sqlalchemy import Connection
 
+from tests.postgres import REQUIRE_ENV, PostgresCluster, remove_cluster, start_cluster
 from vidgate.accounts.keys import authenticate_key, create_api_key
 from vidgate.accounts.ledger import balance_micros, create_account, credit, ledger_sum_micros, usd_to_micros
 from vidgate.api.app import create_app
@@ -31,10 +32,53 @@ from vidgate.worker import Worker
 SHORT_PROMPT = "A red fox runs through fresh snow at dawn"
 
 
+# --- the database backends -------------------------------------------------------------------------------
+# A test module marked `pytestmark = pytest.mark.both_backends` runs each of its tests on SQLite and on a
+# real PostgreSQL (a throwaway cluster, started once per session, a fresh database per test).
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "both_backends: run the test on SQLite and on PostgreSQL")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "db_backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_backends"):
+        metafunc.parametrize("db_backend", BACKENDS, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    cluster = start_cluster()
+    if isinstance(cluster, str):
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"{cluster} ({REQUIRE_ENV}=1)")
+        pytest.skip(cluster)
+    try:
+        yield cluster
+    finally:
+        remove_cluster(cluster)
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def db_backend(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def database_url(db_backend: str, request: pytest.FixtureRequest) -> str | None:
+    """None: the data dir's SQLite file (the default); else a fresh PostgreSQL database."""
+    if db_backend == "sqlite":
+        return None
+    cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+    return cluster.new_database()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str | None) -> Settings:
     return load_settings(data_dir=tmp_path / "data", x264_preset="ultrafast", lease_seconds=3.0,
-                         idle_poll_seconds=0.2)
+                         idle_poll_seconds=0.2, database_url=database_url)
 
 
 @dataclass

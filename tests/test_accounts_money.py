@@ -14,6 +14,8 @@ from tests.conftest import Api, api_for, t2v_body
 from vidgate.db import jobs, ledger
 from vidgate.settings import load_settings
 
+pytestmark = pytest.mark.both_backends  # the store suite runs on SQLite and PostgreSQL
+
 
 async def balance_and_ledger(api: Api, key: str) -> tuple[int, int]:
     return api.balance_and_ledger(await api.account_of(key))

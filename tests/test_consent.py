@@ -19,6 +19,8 @@ from tests.test_openapi_contract import assert_matches_schema
 from vidgate.db import consents, jobs
 from vidgate.media.faces import detect_faces, image_has_face, video_has_face
 
+pytestmark = pytest.mark.both_backends  # the store suite runs on SQLite and PostgreSQL
+
 CONSENTS = {"seedance": {"confirmed_terms_and_privacy": True, "confirmed_legal_right": True,
                          "confirmed_screening_acknowledged": True}}
 POLICY_TEXT = (

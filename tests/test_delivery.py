@@ -7,10 +7,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import av
+import pytest
 
 from tests.conftest import Api, api_for, t2v_body
 from vidgate.settings import load_settings
 from vidgate.storage.signing import DeliveryUrlSigner
+
+pytestmark = pytest.mark.both_backends  # the store suite runs on SQLite and PostgreSQL
 
 PRIVATE = t2v_body(model="grok-imagine-text-to-video-private", duration="2s", resolution="480p")
 

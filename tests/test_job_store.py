@@ -9,6 +9,8 @@ import pytest
 from tests.conftest import Api, t2v_body
 from vidgate.jobs.states import JobStatus, can_transition
 
+pytestmark = pytest.mark.both_backends  # the store suite runs on SQLite and PostgreSQL
+
 
 async def queued_job(api: Api, key: str) -> str:
     response = await api.post("/video/queue", t2v_body(), key)

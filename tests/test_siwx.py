@@ -28,7 +28,7 @@ from eth_account.signers.local import LocalAccount
 from openapi_schema_validator import OAS30Validator
 from sqlalchemy import select
 
-from tests.conftest import Api, t2v_body
+from tests.conftest import Api, api_for, t2v_body
 from tests.test_openapi_contract import assert_matches_schema, deref, spec
 from vidgate.accounts.ledger import credit, usd_to_micros
 from vidgate.accounts.siwx import (
@@ -39,10 +39,11 @@ from vidgate.accounts.siwx import (
     verify_siwx,
     verify_siwx_header,
 )
-from vidgate.accounts.wallets import consume_nonce, wallet_account
-from vidgate.api.auth import WalletConcurrency
+from vidgate.accounts.wallets import consume_nonce, enter_wallet_request, leave_wallet_request, wallet_account
 from vidgate.db import accounts, jobs, siwx_challenges
 from vidgate.settings import Settings, load_settings
+
+pytestmark = pytest.mark.both_backends  # the store suite runs on SQLite and PostgreSQL
 
 DOMAIN = "api.venice.ai"
 STATEMENT = "Sign in to Venice AI"
@@ -392,17 +393,17 @@ async def test_legacy_timestamp_within_30_seconds_is_accepted(api: Api) -> None:
 # --- per-wallet concurrency ---------------------------------------------------------------------------------
 
 
-def test_wallet_concurrency_counts_and_releases() -> None:
-    tracker = WalletConcurrency(2)
-    assert tracker.try_acquire("0xa") and tracker.try_acquire("0xa")
-    assert not tracker.try_acquire("0xa")
-    assert tracker.try_acquire("0xb")
-    tracker.release("0xa")
-    assert tracker.in_flight("0xa") == 1 and tracker.try_acquire("0xa")
-    for _ in range(2):
-        tracker.release("0xa")
-    tracker.release("0xb")
-    assert tracker.in_flight("0xa") == tracker.in_flight("0xb") == 0
+def test_wallet_requests_are_counted_per_wallet_and_released(api: Api) -> None:
+    db, now = api.ctx.db, time.time()
+    first = db.write_now(lambda c: enter_wallet_request(c, "0xa", 2, now, 600))
+    second = db.write_now(lambda c: enter_wallet_request(c, "0xa", 2, now, 600))
+    assert first and second and first != second
+    assert db.write_now(lambda c: enter_wallet_request(c, "0xa", 2, now, 600)) is None
+    assert db.write_now(lambda c: enter_wallet_request(c, "0xb", 2, now, 600))
+    db.write_now(lambda c: leave_wallet_request(c, first))
+    assert db.write_now(lambda c: enter_wallet_request(c, "0xa", 2, now, 600))
+    # A slot whose API node died (never released) stops counting when it expires.
+    assert db.write_now(lambda c: enter_wallet_request(c, "0xa", 2, now + 601, 600))
 
 
 async def test_sixth_request_in_flight_for_a_wallet_is_429(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -442,6 +443,38 @@ async def test_sixth_request_in_flight_for_a_wallet_is_429(api: Api, monkeypatch
     assert [r.status_code for r in await asyncio.gather(*holding, other_task)] == [404] * 6
     # The slots were given back when those responses ended (a 404 too).
     assert (await retrieve()).status_code == 404
+
+
+async def test_the_wallet_limit_holds_across_api_nodes(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    import vidgate.api.video as video
+
+    wallet = Wallet()
+    await fund(api, wallet.address, 5)
+    entered, release = 0, asyncio.Event()
+    original = video.read_json_object
+
+    async def held(request: Any, max_bytes: int) -> dict[str, Any]:
+        nonlocal entered
+        entered += 1
+        await release.wait()
+        return await original(request, max_bytes)
+
+    monkeypatch.setattr(video, "read_json_object", held)
+    ident = {"model": "wan-2.5-preview-text-to-video", "queue_id": "nope"}
+    async with api_for(api.settings) as other_node:  # a second API process on the same database
+
+        async def retrieve(node: Api) -> httpx.Response:
+            return await node.post("/video/retrieve", ident, headers={"SIGN-IN-WITH-X": wallet.header()})
+
+        holding = [asyncio.create_task(retrieve(node)) for node in (api, api, api, other_node, other_node)]
+        while entered < 5:
+            await asyncio.sleep(0.01)
+        for node in (api, other_node):
+            sixth = await retrieve(node)
+            assert sixth.status_code == 429 and sixth.json()["code"] == "X402_CONCURRENCY_LIMIT"
+        release.set()
+        assert [r.status_code for r in await asyncio.gather(*holding)] == [404] * 5
+        assert (await retrieve(other_node)).status_code == 404
 
 
 # --- /x402/balance and /x402/transactions -------------------------------------------------------------------

@@ -27,6 +27,8 @@ from vidgate.accounts.ledger import balance_micros, find_account
 from vidgate.db import ledger, x402_payments
 from vidgate.settings import load_settings
 
+pytestmark = pytest.mark.both_backends  # the store suite runs on SQLite and PostgreSQL
+
 TOP_UP = "/api/v1/x402/top-up"
 USDC = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
 RECEIVER = Account.create().address

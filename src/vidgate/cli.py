@@ -68,11 +68,11 @@ def _settings(data_dir: Path | None, **overrides: object) -> Settings:
 def _open_database(settings: Settings) -> Database:
     """The settings' database, created if new, at this vidgate's schema; otherwise say what to do and exit 2
     (see `vidgate.migrate.ensure_schema`)."""
-    from vidgate.db import Database
+    from vidgate.db import open_database
     from vidgate.migrate import SchemaError
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.resolved_database_url)  # refuses an unsupported URL; connects lazily
+    db = open_database(settings.resolved_database_url)  # refuses an unsupported URL; connects lazily
     try:
         db.create_schema()
     except SchemaError as exc:

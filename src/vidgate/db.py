@@ -1,4 +1,5 @@
-"""The database: one SQLAlchemy Core schema, and how the async server runs statements against it.
+"""The database: one SQLAlchemy Core schema, and how the async server runs statements against it, on SQLite
+(embedded, the default) or PostgreSQL (many API nodes and workers; `PostgresDatabase` below).
 
 Measured on the embedded default (SQLite, WAL), see bench/RESULTS.md: an async driver that hands every cursor
 step to another thread cost ~1.2 ms per indexed lookup and capped queueing at ~250 jobs/s. So statements are
@@ -19,10 +20,12 @@ import asyncio
 import logging
 import queue
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import psycopg
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -41,10 +44,15 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    make_url,
 )
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.expression import Executable
+
+from vidgate.errors import DatabaseUnavailable
 
 T = TypeVar("T")
 log = logging.getLogger("vidgate.db")
@@ -156,6 +164,16 @@ x402_payments = Table(
     UniqueConstraint("network", "asset", "authorization_nonce", name="uq_x402_payment_nonce"),
 )
 
+wallet_requests = Table(
+    "wallet_requests",
+    metadata,
+    # Requests in flight per wallet, counted across every API node (SK-X402: at most 5 at once): a row per
+    # request, deleted when its response ends. A node that dies mid-request leaves rows behind; they expire.
+    Column("id", String(40), primary_key=True),
+    Column("wallet", String(100), nullable=False, index=True),
+    Column("expires_at", Float, nullable=False),
+)
+
 consents = Table(
     "consents",
     metadata,
@@ -201,12 +219,21 @@ class PreparedQuery:
         compiled = statement.compile(dialect=sqlite.dialect())
         self.sql = str(compiled)
         self.param_order = list(compiled.positiontup or [])
+        # psycopg takes named parameters (`%(name)s`), so the PostgreSQL text needs no ordering.
+        self.postgres_sql = str(statement.compile(dialect=psycopg_dialect.dialect()))
         self.columns = [c.key for c in statement.selected_columns] if isinstance(statement, Select) else []
 
     def _run(self, conn: Connection, params: dict[str, Any]) -> Any:
-        return conn.connection.driver_connection.execute(  # type: ignore[union-attr]
-            self.sql, [params[name] for name in self.param_order]
-        )
+        driver = conn.connection.driver_connection
+        if conn.dialect.name == "postgresql":
+            try:
+                return driver.execute(self.postgres_sql, params)  # type: ignore[union-attr]
+            except psycopg.Error as exc:
+                # As SQLAlchemy would have raised it (IntegrityError, OperationalError...), so that callers and
+                # PostgresDatabase handle one family of errors, whichever way a statement was run.
+                raise DBAPIError.instance(self.postgres_sql, params, exc, psycopg.Error,
+                                          connection_invalidated=bool(driver.closed)) from exc  # type: ignore[union-attr]
+        return driver.execute(self.sql, [params[name] for name in self.param_order])  # type: ignore[union-attr]
 
     def first(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any] | None:
         row = self._run(conn, params).fetchone()
@@ -309,18 +336,83 @@ class _GroupCommitWriter:
                 future.set_result(result)
 
 
-class Database:
+def _unavailable(exc: DBAPIError) -> bool:
+    """A lost or refused connection (the server is down, restarting or unreachable), as opposed to an error in
+    the statement: the request gets a 503 with Retry-After, not a 500."""
+    return exc.connection_invalidated or (isinstance(exc, InterfaceError | OperationalError) and not _contended(exc))
+
+
+def _contended(exc: DBAPIError) -> bool:
+    """PostgreSQL gave up one of two transactions that wanted the same rows (deadlock, serialization): the
+    loser was rolled back and can simply run again."""
+    return getattr(exc.orig, "sqlstate", None) in ("40001", "40P01")
+
+
+class Database(ABC):
+    """Where the stores run their statements: `read` for one autocommit read, `write` for one transaction that
+    is committed whole or rolled back. The stores (jobs/store.py, accounts/...) are SQLAlchemy Core on the
+    schema above and run unchanged on either implementation; what differs is how statements reach the server.
+
+    - `SqliteDatabase`, the embedded default: reads inline, writes on one thread with group commit.
+    - `PostgresDatabase` (`VIDGATE_DATABASE_URL=postgresql://...`), for many API nodes and workers: a
+      connection pool and a thread pool; the queue claims with `FOR UPDATE SKIP LOCKED` and queued jobs wake
+      workers with `NOTIFY` (jobs/wakeup.py).
+    """
+
+    url: str
+    dialect: str
+
+    def create_schema(self) -> None:
+        """Bring a new database to this vidgate's schema, or check an existing one is at it: see
+        `vidgate.migrate.ensure_schema` (SchemaError when it is not, and an operator must act). Alembic runs on
+        `migrate`'s own short-lived engine, apart from this object's connections."""
+        from vidgate import migrate
+
+        migrate.ensure_schema(self.url)
+
+    @abstractmethod
+    def announce_job(self, conn: Connection) -> None:
+        """Called inside the transaction that queues a job, so that listening workers wake when it commits."""
+
+    @abstractmethod
+    def read_now(self, fn: Callable[[Connection], T]) -> T:
+        """Run a read-only function from synchronous code."""
+
+    @abstractmethod
+    async def read(self, fn: Callable[[Connection], T]) -> T: ...
+
+    @abstractmethod
+    def write_now(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn(conn)` as one transaction from synchronous code (the CLI): committed, or rolled back if it
+        raises."""
+
+    @abstractmethod
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn(conn)` as one transaction: committed, or rolled back if it raises."""
+
+    @abstractmethod
+    def dispose(self) -> None: ...
+
+
+def open_database(url: str) -> Database:
+    """The database a URL names: `sqlite:///file.db` or `postgresql://user:password@host:port/name`."""
+    scheme = url.split("://", 1)[0]
+    if scheme.startswith("sqlite"):
+        return SqliteDatabase(url)
+    if scheme.startswith("postgres"):
+        return PostgresDatabase(url)
+    raise ValueError(f"unsupported database URL scheme {scheme!r}: use sqlite:///path/to/file.db or "
+                     "postgresql://user:password@host:port/database")
+
+
+class SqliteDatabase(Database):
     """Runs reads inline and write transactions on a dedicated thread (see the module docstring)."""
 
+    dialect = "sqlite"
+
     def __init__(self, url: str) -> None:
-        if not url.startswith("sqlite"):
-            raise ValueError(
-                f"unsupported database URL {url!r}: this version of vidgate runs on SQLite "
-                "(sqlite:///path/to/file.db); PostgreSQL support is planned"
-            )
         url = url.replace("sqlite+aiosqlite://", "sqlite://")
         self.url = url
-        self.is_sqlite = True
         # One connection each, used by one thread each: the event loop reads, the writer thread writes.
         connect_args = {"check_same_thread": False, "timeout": 15}
         self._read_engine = create_engine(url, poolclass=StaticPool, connect_args=connect_args)
@@ -331,21 +423,8 @@ class Database:
         self._reader: Connection | None = None
         self._writer = _GroupCommitWriter(self._write_engine)
 
-    def create_schema(self) -> None:
-        """Bring a new database to this vidgate's schema, or check an existing one is at it: see
-        `vidgate.migrate.ensure_schema` (SchemaError when it is not, and an operator must act).
-
-        Alembic runs on `migrate`'s own short-lived engine, not through `write_now`: the writer's connection
-        enforces foreign keys and is always inside a group-commit transaction, where the pragma cannot be turned
-        off for a batch (copy-and-rename) migration, and its batches would put the DDL in a savepoint beside
-        other callers' writes. Running apart is safe: this is called before the Database's two connections are
-        used (both connect lazily), the migration commits and its engine is disposed before this returns, and
-        other processes are kept out the way all writers are (`BEGIN IMMEDIATE`, `busy_timeout`). Should a
-        connection be open already, SQLite notices the new schema on its next statement (the schema cookie).
-        """
-        from vidgate import migrate
-
-        migrate.ensure_schema(self.url)
+    def announce_job(self, conn: Connection) -> None:
+        """Nothing here: SQLite's workers share this machine and are woken by `jobs.wakeup.notify_workers`."""
 
     def _read_connection(self) -> Connection:
         if self._reader is None or self._reader.closed:
@@ -353,18 +432,16 @@ class Database:
         return self._reader
 
     def read_now(self, fn: Callable[[Connection], T]) -> T:
-        """Run a read-only function synchronously (microseconds on SQLite WAL)."""
+        """Microseconds on SQLite WAL, so it runs on the caller's thread (the event loop)."""
         return fn(self._read_connection())
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
         return self.read_now(fn)
 
     def write_now(self, fn: Callable[[Connection], T]) -> T:
-        """Run a write transaction from synchronous code (the CLI): committed, or rolled back if it raises."""
         return self._writer.submit(fn).result()
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
-        """Run `fn(conn)` as one transaction on the writer thread: committed, or rolled back if it raises."""
         return await asyncio.wrap_future(self._writer.submit(fn))
 
     def dispose(self) -> None:
@@ -373,3 +450,104 @@ class Database:
             self._reader.close()
         self._read_engine.dispose()
         self._write_engine.dispose()
+
+
+JOBS_CHANNEL = "vidgate_jobs"  # NOTIFY'd in every transaction that queues a job (jobs/wakeup.py listens)
+
+
+def psycopg_url(url: str) -> str:
+    """The SQLAlchemy URL for psycopg 3, whatever driver (or none) the operator wrote."""
+    parsed = make_url(url)
+    return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+def libpq_url(url: str) -> str:
+    """The same database as a plain libpq URI (for psycopg's own connections: the workers' LISTEN)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class PostgresDatabase(Database):
+    """A pool of psycopg connections, used from a pool of threads so that the event loop never waits on the
+    network. Every call is retried once on a fresh connection when its pooled one died (the server restarted:
+    SQLAlchemy then drops the whole pool), and again when PostgreSQL rolled it back as a deadlock or
+    serialization loser. A commit whose answer was lost is never retried: its outcome is unknown, so the
+    request gets a 503 and the client decides (a queued job may then exist; it is charged exactly once)."""
+
+    dialect = "postgresql"
+    POOL_SIZE = 10
+    CONTENTION_RETRIES = 5
+
+    def __init__(self, url: str) -> None:
+        self.url = psycopg_url(url)
+        pooling: dict[str, Any] = {
+            "pool_size": self.POOL_SIZE, "max_overflow": self.POOL_SIZE, "pool_timeout": 10,
+            # Fail fast when the server is away: a request waits at most this long before its 503.
+            "connect_args": {"connect_timeout": 5},
+        }
+        self.engine = create_engine(self.url, **pooling)
+        # Reads on connections that are autocommit for good: no BEGIN, no reset round trip when returned.
+        self._read_engine = create_engine(self.url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None,
+                                          **pooling)
+        self._threads = ThreadPoolExecutor(max_workers=2 * self.POOL_SIZE, thread_name_prefix="vidgate-pg")
+
+    def announce_job(self, conn: Connection) -> None:
+        conn.exec_driver_sql(f"NOTIFY {JOBS_CHANNEL}")
+
+    def _run(self, fn: Callable[[Connection], T], *, transaction: bool) -> T:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                if not transaction:
+                    with self._read_engine.connect() as conn:
+                        return fn(conn)
+                with self.engine.connect() as conn:
+                    trans = conn.begin()
+                    try:
+                        result = fn(conn)
+                    except BaseException:
+                        if trans.is_active:
+                            trans.rollback()
+                        raise
+                    try:
+                        trans.commit()
+                    except DBAPIError as exc:
+                        if _unavailable(exc):  # the commit's answer was lost: do not run it again
+                            self._drop_connections()
+                            raise DatabaseUnavailable() from exc
+                        raise
+                    return result
+            except DBAPIError as exc:
+                if _contended(exc) and attempt <= self.CONTENTION_RETRIES:
+                    continue
+                if _unavailable(exc):
+                    self._drop_connections()
+                    if attempt == 1:
+                        continue  # likely a pooled connection from before a restart: once more, on a new one
+                    raise DatabaseUnavailable() from exc
+                raise
+
+    def _drop_connections(self) -> None:
+        """Forget every pooled connection (the server went away, so they are all dead); new ones are made on
+        demand. Connections in use elsewhere are closed when returned."""
+        self.engine.dispose()
+        self._read_engine.dispose()
+
+    def read_now(self, fn: Callable[[Connection], T]) -> T:
+        return self._run(fn, transaction=False)
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._threads, lambda: self._run(fn, transaction=False))
+
+    def write_now(self, fn: Callable[[Connection], T]) -> T:
+        return self._run(fn, transaction=True)
+
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._threads, lambda: self._run(fn, transaction=True))
+
+    def dispose(self) -> None:
+        self._threads.shutdown(wait=True)
+        self.engine.dispose()
+        self._read_engine.dispose()

@@ -9,6 +9,7 @@
     ├── Gone                      410  (revoked / expired download link)
     ├── PayloadTooLarge           413  {"code": "PAYLOAD_TOO_LARGE", ...}
     ├── RateLimited               429
+    ├── ServiceUnavailable        503  (upstream, database or bucket unavailable; Retry-After)
     └── InferenceFailed           500  {"error": "Inference processing failed"}
 """
 
@@ -177,6 +178,16 @@ class ServiceUnavailable(VidgateError):
 
     status_code = 503
     code = "SERVICE_UNAVAILABLE"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """503: the database cannot be reached (or is restarting). Whatever the request wrote was one transaction,
+    so it is there whole or not at all; the client retries after `Retry-After`, the node reconnects by itself."""
+
+    code = "DATABASE_UNAVAILABLE"
+
+    def __init__(self, message: str = "The database is unavailable; retry shortly") -> None:
+        super().__init__(message, headers={"Retry-After": "2"})
 
 
 class InferenceFailed(VidgateError):

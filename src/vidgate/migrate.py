@@ -13,8 +13,10 @@ What happens to a database:
   (after a backup), not something whichever of several processes sharing the file starts first does.
 
 Migrations run on a short-lived engine of their own (`migration_engine`), never on `Database`'s connections;
-on SQLite inside one `BEGIN IMMEDIATE` transaction, so processes starting together migrate one at a time and the
-later ones find the work done. `Database.create_schema` explains why not through its writer thread.
+in one transaction that first takes SQLite's write lock (`BEGIN IMMEDIATE`) or a PostgreSQL advisory lock, so
+processes starting together migrate one at a time and the later ones find the work done. (Not through
+`SqliteDatabase`'s writer thread: its connection enforces foreign keys and is always inside a group commit, where
+a batch migration's copy-and-rename cannot run.)
 
 The next revision (after changing `vidgate.db.metadata`)::
 
@@ -29,6 +31,8 @@ against a database at the head; then write its operations out by hand in the gen
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -38,7 +42,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool, StaticPool
+
+from vidgate.db import psycopg_url
 
 log = logging.getLogger("vidgate.migrate")
 
@@ -53,7 +60,25 @@ class SchemaError(Exception):
 
 
 def _normal_url(db_url: str) -> str:
+    if db_url.startswith("postgres"):
+        return psycopg_url(db_url)
     return db_url.replace("sqlite+aiosqlite://", "sqlite://")
+
+
+# Any constant both sides agree on: PostgreSQL's transaction-scoped advisory lock that makes processes starting
+# together migrate one at a time (SQLite's BEGIN IMMEDIATE does the same there).
+_MIGRATION_LOCK = 0x76696467  # "vidg"
+
+
+@contextmanager
+def _reachable(db_url: str) -> Iterator[None]:
+    """A database that cannot be reached at start is an operator's problem, said in one line."""
+    try:
+        yield
+    except OperationalError as exc:
+        where = make_url(_normal_url(db_url)).render_as_string(hide_password=True)
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise SchemaError(f"cannot reach the database {where} (VIDGATE_DATABASE_URL): {reason}") from None
 
 
 def alembic_config(db_url: str | None = None, connection: Connection | None = None) -> Config:
@@ -106,7 +131,9 @@ def _sqlite_pragmas(*, writing: bool) -> Any:
 def migration_engine(db_url: str, *, writing: bool = True) -> Engine:
     """An engine for migrating (or, `writing=False`, for reading the revision): not pooled, disposed after use.
     On SQLite every transaction is `BEGIN IMMEDIATE`: the write lock is taken before the version is read."""
-    engine = create_engine(_normal_url(db_url), poolclass=NullPool)
+    url = _normal_url(db_url)
+    connect_args = {"connect_timeout": 5} if url.startswith("postgresql") else {}
+    engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas(writing=writing))
         if writing:
@@ -130,7 +157,7 @@ def current_revision(db_url: str) -> str | None:
         return None  # not created by looking
     engine = migration_engine(db_url, writing=False)
     try:
-        with engine.connect() as conn:
+        with _reachable(db_url), engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
     finally:
         engine.dispose()
@@ -175,7 +202,9 @@ def _migrate(db_url: str, *, to_head: bool) -> None:
     try:
         # One transaction for the look, the stamp and the DDL; on SQLite, BEGIN IMMEDIATE holds the write lock
         # from before the look, so a second process starting at the same moment waits and then finds it done.
-        with engine.begin() as conn:
+        with _reachable(db_url), engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
             heads = MigrationContext.configure(conn).get_current_heads()
             for revision in heads:
                 if revision not in _known_revisions():

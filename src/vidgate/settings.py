@@ -37,6 +37,12 @@ class Settings(BaseSettings):
 
     rate_limit_queue_per_min: int = 40
     rate_limit_retrieve_per_min: int = 120
+    # Where the per-key counters live (api/ratelimit.py): memory:// counts in this API process only, so with
+    # several API nodes each would allow the whole limit; a Redis URL shares one count between them all.
+    rate_limit_storage_url: str = Field(
+        default="memory://", description="memory:// (one API process) or redis://host:port[/db] (shared by "
+        "every API node); an unreachable Redis stops the start, and answers 503 while running",
+    )
 
     bootstrap_balance_usd: float = Field(
         default=100.0, description="Balance of the account created on first start of an empty data dir."

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from vidgate.catalog.request import JobPayload
-from vidgate.db import Database
+from vidgate.db import open_database
 from vidgate.engines.base import Engine, ProgressCallback, TerminalFailure
 from vidgate.engines.planning import plan_render
 from vidgate.engines.registry import CPU_ENGINES, engine_for
 from vidgate.jobs.states import JobStatus, job_error
 from vidgate.jobs.store import Claim, ClaimScope, JobStore
-from vidgate.jobs.wakeup import WakeSocket
+from vidgate.jobs.wakeup import Wakeups, wakeups_for
 from vidgate.settings import Settings, node_description
 from vidgate.storage import storage_from_settings
 
@@ -46,7 +46,7 @@ class Worker:
     def __init__(self, settings: Settings, name: str | None = None) -> None:
         self.settings = settings
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
-        self.db = Database(settings.resolved_database_url)
+        self.db = open_database(settings.resolved_database_url)
         self.store = JobStore(self.db)
         self.storage = storage_from_settings(settings)
         self.scope = claim_scope(settings)
@@ -70,7 +70,7 @@ class Worker:
         """Work until stopped (or until `max_jobs` jobs were handled, for tests and benchmarks)."""
         self.db.create_schema()
         # A short socket name: Unix socket paths are limited to ~108 bytes.
-        wake = WakeSocket(self.settings.wake_dir, f"w{os.getpid()}-{id(self) % 10_000}")
+        wake = wakeups_for(self.db, self.settings.wake_dir, f"w{os.getpid()}-{id(self) % 10_000}")
         handled = 0
         try:
             while not self._stop.is_set():
@@ -89,18 +89,17 @@ class Worker:
             wake.close()
             self.db.dispose()
 
-    async def _sleep_until_woken(self, wake: WakeSocket) -> None:
-        loop = asyncio.get_running_loop()
-        woken = loop.create_future()
-        loop.add_reader(wake.fileno(), lambda: woken.done() or woken.set_result(None))
+    async def _sleep_until_woken(self, wake: Wakeups) -> None:
+        woken = asyncio.ensure_future(wake.wait(self.settings.idle_poll_seconds))
         stop_wait = asyncio.ensure_future(self._stop.wait())
         try:
-            await asyncio.wait({woken, stop_wait}, timeout=self.settings.idle_poll_seconds,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({woken, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            loop.remove_reader(wake.fileno())
             stop_wait.cancel()
-            wake.drain()
+            if not woken.done():  # stopping: the wake-up source is closed next
+                woken.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await woken
 
     async def process(self, claim: Claim) -> None:
         """Render one job. An engine in two stages (`generate` on the device, then `encode`) has its encode

@@ -11,13 +11,15 @@ import threading
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine
 
 from tests.conftest import Api, LiveServer, api_for, free_port, t2v_body
+from tests.postgres import PostgresCluster
 from vidgate import migrate
-from vidgate.db import Database, metadata
+from vidgate.db import SqliteDatabase, metadata, open_database, psycopg_url
 from vidgate.settings import Settings
 
 TABLES = ["accounts", "api_keys", "ledger", "jobs", "siwx_nonces", "siwx_challenges", "x402_payments", "consents"]
@@ -51,7 +53,7 @@ def schema_version(path: Path) -> int:
 
 def test_a_new_data_dir_is_created_at_the_head_revision(api: Api) -> None:
     url = api.settings.resolved_database_url
-    assert migrate.current_revision(url) == migrate.head_revision() == "0001"
+    assert migrate.current_revision(url) == migrate.head_revision() == "0002"
     migrate.check_current(url)
 
 
@@ -71,11 +73,19 @@ def test_the_migrated_schema_is_the_metadata(tmp_path: Path) -> None:
     assert schema_sql(migrated) == schema_sql(created)
 
 
+def initial_tables_without_revision(url: str) -> None:
+    """What the release before migrations made at start (`metadata.create_all` of that release): revision 0001's
+    tables, and no `alembic_version`."""
+    command.upgrade(migrate.alembic_config(url), migrate.INITIAL_REVISION)
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+        conn.execute("DROP TABLE alembic_version")
+
+
 async def make_pre_migration_data_dir(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
-    """A data dir the release before migrations made (`metadata.create_all` at start), with an account, a key
-    and a queued job; returns the key and the job's queue id."""
+    """A data dir the release before migrations made, with an account, a key and a queued job; returns the key
+    and the job's queue id."""
     with monkeypatch.context() as patch:
-        patch.setattr(Database, "create_schema", lambda db: db.write_now(metadata.create_all))
+        patch.setattr(SqliteDatabase, "create_schema", lambda db: initial_tables_without_revision(db.url))
         async with api_for(settings) as api:
             key = await api.new_key(balance_usd=20)
             queued = await api.post("/video/queue", t2v_body(), key)
@@ -96,9 +106,9 @@ async def test_db_upgrade_adopts_a_pre_migration_data_dir_and_serve_runs_on_it(
 
     upgraded = vidgate("db", "upgrade", data_dir=settings.data_dir)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "before: none" in upgraded.stdout and "after: 0001" in upgraded.stdout
+    assert "before: none" in upgraded.stdout and "after: 0002" in upgraded.stdout
     assert table_rows(db_file) == before, "nothing lost, nothing changed"
-    assert migrate.current_revision(settings.resolved_database_url) == "0001"
+    assert migrate.current_revision(settings.resolved_database_url) == "0002"
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIDGATE_")}
     server = LiveServer(data_dir=settings.data_dir, port=free_port(), env=env, workers=0, api_key=key)
@@ -113,12 +123,22 @@ async def test_db_upgrade_adopts_a_pre_migration_data_dir_and_serve_runs_on_it(
     assert server.log is not None and "vg_" not in server.log.read_text(), "no new first account"
 
 
-async def test_a_pre_migration_data_dir_is_adopted_at_start(settings: Settings,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_pre_migration_data_dir_is_adopted_at_start_then_upgraded_by_the_operator(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     key, queue_id = await make_pre_migration_data_dir(settings, monkeypatch)
     before = table_rows(settings.data_dir / "vidgate.db")
-    async with api_for(settings) as api:  # create_schema: verified, stamped 0001, no table touched
-        assert migrate.current_revision(settings.resolved_database_url) == "0001"
+    url = settings.resolved_database_url
+    db = open_database(url)
+    try:  # at start: verified and stamped 0001 with no table touched, then refused as older than this vidgate
+        with pytest.raises(migrate.SchemaError, match=r"revision 0001, older than this vidgate's 0002: .*"
+                                                      r"run `vidgate db upgrade`"):
+            db.create_schema()
+    finally:
+        db.dispose()
+    assert migrate.current_revision(url) == "0001"
+    assert table_rows(settings.data_dir / "vidgate.db") == before
+    migrate.upgrade(url)  # what `vidgate db upgrade` runs
+    async with api_for(settings) as api:
         retrieved = await api.post("/video/retrieve", {"model": t2v_body()["model"], "queue_id": queue_id}, key)
         assert retrieved.status_code == 200 and retrieved.json()["status"] == "PROCESSING"
     assert table_rows(settings.data_dir / "vidgate.db") == before
@@ -143,12 +163,12 @@ def test_db_upgrade_twice_changes_nothing_the_second_time(tmp_path: Path) -> Non
     data = tmp_path / "data"
     first = vidgate("db", "upgrade", data_dir=data)
     assert first.returncode == 0, first.stderr
-    assert "before: none" in first.stdout and "after: 0001" in first.stdout
+    assert "before: none" in first.stdout and "after: 0002" in first.stdout
     db_file = data / "vidgate.db"
     sql, version = schema_sql(db_file), schema_version(db_file)
     second = vidgate("db", "upgrade", data_dir=data)
     assert second.returncode == 0, second.stderr
-    assert "before: 0001" in second.stdout and "already up to date" in second.stdout
+    assert "before: 0002" in second.stdout and "already up to date" in second.stdout
     assert schema_sql(db_file) == sql and schema_version(db_file) == version
 
 
@@ -159,9 +179,9 @@ def test_an_unknown_revision_stops_serve_worker_and_db_upgrade(tmp_path: Path) -
     migrate.upgrade(sqlite_url(db_file))
     with sqlite3.connect(db_file) as conn:
         conn.execute("UPDATE alembic_version SET version_num = '0042'")
-    for command in (["serve", "--port", str(free_port())], ["worker"], ["db", "upgrade"]):
-        result = vidgate(*command, data_dir=data)
-        assert result.returncode == 2, (command, result.stdout, result.stderr)
+    for args in (["serve", "--port", str(free_port())], ["worker"], ["db", "upgrade"]):
+        result = vidgate(*args, data_dir=data)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
         message = " ".join(result.stderr.split())
         assert "does not know schema revision 0042" in message and "upgrade vidgate" in message, message
     assert "listening" not in result.stdout
@@ -169,13 +189,10 @@ def test_an_unknown_revision_stops_serve_worker_and_db_upgrade(tmp_path: Path) -
         assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0042",)]
 
 
-def test_an_older_revision_is_not_upgraded_at_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_older_revision_is_not_upgraded_at_start(tmp_path: Path) -> None:
     url = sqlite_url(tmp_path / "old.db")
-    migrate.upgrade(url)
-    # As a later vidgate, whose head is 0002, would see this database.
-    monkeypatch.setattr(migrate, "head_revision", lambda: "0002")
-    monkeypatch.setattr(migrate, "_known_revisions", lambda: frozenset({"0001", "0002"}))
-    db = Database(url)
+    command.upgrade(migrate.alembic_config(url), "0001")
+    db = open_database(url)
     try:
         with pytest.raises(migrate.SchemaError, match=r"revision 0001, older than this vidgate's 0002: .*"
                                                       r"run `vidgate db upgrade`"):
@@ -203,3 +220,29 @@ def test_processes_starting_together_create_the_schema_once(tmp_path: Path) -> N
     assert errors == []
     assert migrate.current_revision(url) == migrate.head_revision()
 
+
+
+def test_on_postgresql_processes_starting_together_migrate_once_to_the_metadata(
+        postgres_cluster: PostgresCluster) -> None:
+    url = postgres_cluster.empty_database()
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            migrate.ensure_schema(url)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert migrate.current_revision(url) == migrate.head_revision()
+    engine = create_engine(psycopg_url(url))
+    try:
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+    finally:
+        engine.dispose()

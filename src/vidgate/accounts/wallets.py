@@ -1,5 +1,5 @@
-"""Wallet sign-in state in the database: used nonces, issued challenge nonces, wallet accounts, the wallet's
-ledger as x402 transactions. Plain synchronous Core functions taking a `Connection` (see db.py).
+"""Wallet sign-in state in the database: used nonces, issued challenge nonces, requests in flight, wallet
+accounts, the wallet's ledger as x402 transactions. Plain synchronous Core functions taking a `Connection` (see db.py).
 
 Nonces live in the database, not in process memory, so "first use wins" holds across every API process that
 shares it: the primary key (wallet, nonce) makes the insert the atomic test-and-set.
@@ -8,15 +8,16 @@ shares it: the primary key (wallet, nonce) makes the insert the atomic test-and-
 from __future__ import annotations
 
 import itertools
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy import BigInteger, Connection, cast, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from vidgate.accounts.ledger import create_account
-from vidgate.db import accounts, jobs, ledger, siwx_challenges, siwx_nonces
+from vidgate.db import accounts, jobs, ledger, siwx_challenges, siwx_nonces, wallet_requests
 
 PRUNE_EVERY = 64  # delete expired nonce rows on one call in this many
 _calls = itertools.count()
@@ -53,8 +54,28 @@ def consume_nonce(conn: Connection, wallet: str, nonce: str, now: float, ttl: fl
         index_elements=[siwx_nonces.c.wallet, siwx_nonces.c.nonce],
         set_={"expires_at": statement.excluded.expires_at},
         where=siwx_nonces.c.expires_at < now,
-    )
-    return conn.execute(statement).rowcount == 1
+    ).returning(siwx_nonces.c.nonce)  # an INSERT's rowcount is not reported by every driver (psycopg: -1)
+    return conn.execute(statement).first() is not None
+
+
+def enter_wallet_request(conn: Connection, wallet: str, limit: int, now: float, ttl: float) -> str | None:
+    """Count a request in flight for `wallet` (until it leaves, or now + ttl should its node die); None when
+    `limit` are in flight already. The count and the insert are serialised per wallet: by SQLite's one writer,
+    and on PostgreSQL by a transaction-scoped advisory lock on the wallet."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(wallet))))
+    mine = wallet_requests.c.wallet == wallet
+    conn.execute(delete(wallet_requests).where(mine, wallet_requests.c.expires_at < now))
+    in_flight = conn.execute(select(func.count()).select_from(wallet_requests).where(mine)).scalar_one()
+    if in_flight >= limit:
+        return None
+    request_id = uuid.uuid4().hex
+    conn.execute(insert(wallet_requests).values(id=request_id, wallet=wallet, expires_at=now + ttl))
+    return request_id
+
+
+def leave_wallet_request(conn: Connection, request_id: str) -> None:
+    conn.execute(delete(wallet_requests).where(wallet_requests.c.id == request_id))
 
 
 def record_challenge(conn: Connection, nonce: str, now: float, ttl: float) -> None:
@@ -102,7 +123,8 @@ def wallet_transactions(
 
     `balanceAfter` is the running sum of the ledger up to each entry (the cached balance equals the full sum).
     """
-    running = func.sum(ledger.c.amount_micros).over(order_by=ledger.c.id).label("balance_after")
+    # A sum of BIGINTs is NUMERIC on PostgreSQL (a Decimal): cast back to an integer of micro-dollars.
+    running = cast(func.sum(ledger.c.amount_micros).over(order_by=ledger.c.id), BigInteger).label("balance_after")
     entries = (
         select(ledger.c.id, ledger.c.amount_micros, ledger.c.kind, ledger.c.job_id, ledger.c.created_at, running)
         .where(ledger.c.account_id == account_id)

@@ -17,9 +17,9 @@ optional (`GET /models`, `/video/quote`). Accounts here hold no Diem, so its hea
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,24 +28,37 @@ from starlette.requests import Request
 from vidgate.accounts.keys import KeyOwner, authenticate_key
 from vidgate.accounts.ledger import format_usd, usd_to_micros
 from vidgate.accounts.siwx import SiwxError, SiwxIdentity, normalize_wallet, verify_siwx
-from vidgate.accounts.wallets import WalletAccount, record_challenge, sign_in
+from vidgate.accounts.wallets import (
+    WalletAccount,
+    enter_wallet_request,
+    leave_wallet_request,
+    record_challenge,
+    sign_in,
+)
 from vidgate.accounts.x402 import discovery_body, payment_accepts, payment_required_header, siwx_challenge
 from vidgate.api.context import AppContext
 from vidgate.api.http import add_headers, on_response_end
+from vidgate.api.ratelimit import RateLimitStorageDown
 from vidgate.errors import (
     AuthenticationFailed,
     BadRequest,
     Forbidden,
     PaymentRequired,
     RateLimited,
+    ServiceUnavailable,
     VidgateError,
 )
 from vidgate.settings import Settings
+
+log = logging.getLogger("vidgate.auth")
 
 PAYMENT_HEADERS = frozenset({b"payment-signature", b"x-payment", b"x-402-payment"})
 SIWX_HEADERS = ("sign-in-with-x", "x-sign-in-with-x")  # canonical first; Starlette headers ignore case
 NONCE_REUSED_MESSAGE = "This sign-in nonce was already used; sign a new message for every request"
 X402_ROUTE_SIGN_IN_MESSAGE = "Invalid Sign-in-with-x signature"  # SK-AUTH: the /x402/* routes' 401 text
+RATE_LIMIT_DOWN_RETRY_AFTER_S = 5
+# A wallet's request slot is freed when its response ends; this long after, should its API node have died.
+WALLET_REQUEST_TTL_SECONDS = 600.0  # a Redis restart or failover usually takes seconds
 
 
 @dataclass(frozen=True)
@@ -101,39 +114,6 @@ class WalletMismatch(Forbidden):
 
     def body(self) -> dict[str, str]:
         return {"error": self.message, "code": self.code}
-
-
-class WalletConcurrency:
-    """Requests in flight per wallet in this process (SK-X402: at most 5; the 6th gets 429)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._in_flight: defaultdict[str, int] = defaultdict(int)
-
-    def try_acquire(self, wallet: str) -> bool:
-        if self.limit > 0 and self._in_flight[wallet] >= self.limit:
-            return False
-        self._in_flight[wallet] += 1
-        return True
-
-    def release(self, wallet: str) -> None:
-        left = self._in_flight[wallet] - 1
-        if left > 0:
-            self._in_flight[wallet] = left
-        else:
-            self._in_flight.pop(wallet, None)
-
-    def in_flight(self, wallet: str) -> int:
-        return self._in_flight.get(wallet, 0)
-
-
-def wallet_concurrency(request: Request, limit: int) -> WalletConcurrency:
-    """The app's in-flight counter (one per app, made on first use)."""
-    state = request.app.state
-    tracker: WalletConcurrency | None = getattr(state, "wallet_concurrency", None)
-    if tracker is None:
-        tracker = state.wallet_concurrency = WalletConcurrency(limit)
-    return tracker
 
 
 def siwx_header(request: Request) -> str | None:
@@ -230,23 +210,42 @@ async def sign_in_wallet(ctx: AppContext, request: Request, value: str) -> tuple
     return identity, account
 
 
-def apply_rate_limit(ctx: AppContext, request: Request, account_id: str, balance_micros: int, bucket: str) -> None:
-    decision = ctx.limiter.hit(account_id, bucket)
+async def apply_rate_limit(
+    ctx: AppContext, request: Request, account_id: str, balance_micros: int, bucket: str
+) -> None:
+    try:
+        decision = await ctx.limiter.hit(account_id, bucket)
+    except RateLimitStorageDown:
+        # The shared counter (Redis) is down: refuse for now rather than serve uncounted or fail with a 500.
+        add_headers(request, balance_headers(balance_micros))
+        raise ServiceUnavailable("Rate limiting is temporarily unavailable; please retry shortly",
+                                 headers={"Retry-After": str(RATE_LIMIT_DOWN_RETRY_AFTER_S)}) from None
     add_headers(request, {**balance_headers(balance_micros), **decision.headers()})
     if not decision.allowed:
         raise RateLimited(headers={"Retry-After": str(max(1, decision.reset_ms // 1000 - int(time.time())))})
 
 
+async def leave_wallet(ctx: AppContext, slot: str) -> None:
+    try:
+        await ctx.db.write(lambda conn: leave_wallet_request(conn, slot))
+    except Exception:  # the slot expires by itself (WALLET_REQUEST_TTL_SECONDS); the response is already sent
+        log.warning("could not release a wallet request slot; it expires on its own", exc_info=True)
+
+
 async def authenticate_wallet(ctx: AppContext, request: Request, bucket: str, value: str) -> Principal:
     identity, account = await sign_in_wallet(ctx, request, value)
-    apply_rate_limit(ctx, request, account.account_id, account.balance_micros, bucket)
+    await apply_rate_limit(ctx, request, account.account_id, account.balance_micros, bucket)
     settings = ctx.settings
     if account.balance_micros < usd_to_micros(settings.x402_minimum_balance_usd):
         raise await insufficient_credit(ctx, request, account.balance_micros)
-    tracker = wallet_concurrency(request, settings.x402_concurrency_limit)
-    if not tracker.try_acquire(identity.address):
-        raise WalletConcurrencyLimited()
-    on_response_end(request, lambda: tracker.release(identity.address))
+    limit = settings.x402_concurrency_limit
+    if limit > 0:
+        wallet = identity.address
+        slot = await ctx.db.write(
+            lambda conn: enter_wallet_request(conn, wallet, limit, time.time(), WALLET_REQUEST_TTL_SECONDS))
+        if slot is None:
+            raise WalletConcurrencyLimited()
+        on_response_end(request, lambda: leave_wallet(ctx, slot))
     return Principal(account.account_id, account.balance_micros, wallet=identity.address)
 
 
@@ -266,7 +265,7 @@ async def authenticate(ctx: AppContext, request: Request, bucket: str) -> Princi
     owner = await bearer_key_owner(ctx, authorization)
     if owner is None:
         raise AuthenticationFailed()
-    apply_rate_limit(ctx, request, owner.account_id, owner.balance_micros, bucket)
+    await apply_rate_limit(ctx, request, owner.account_id, owner.balance_micros, bucket)
     return Principal(owner.account_id, owner.balance_micros)
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from vidgate.api.ratelimit import RateLimiter
+from vidgate.api.ratelimit import RateLimiter, rate_limiter_from_settings
 from vidgate.catalog.models import Catalog, ModelSpec
 from vidgate.catalog.pricing import PriceTable
 from vidgate.catalog.request import MediaFacts, VideoRequest
-from vidgate.db import Database
+from vidgate.db import Database, open_database
 from vidgate.gateway.config import Route
 from vidgate.gateway.service import Gateway
 from vidgate.jobs.store import JobStore, p80
@@ -41,7 +41,10 @@ class AppContext:
 
     @classmethod
     def build(cls, settings: Settings) -> AppContext:
-        db = Database(settings.resolved_database_url)
+        # First: an unreachable rate-limit Redis is a RateLimitConfigError naming the setting, before anything
+        # (a database engine) is opened that the failed start would leave behind.
+        limiter = rate_limiter_from_settings(settings)
+        db = open_database(settings.resolved_database_url)
         served = served_catalog(settings)
         return cls(
             settings=settings,
@@ -53,9 +56,7 @@ class AppContext:
             gateway=Gateway(served.routes),
             storage=storage_from_settings(settings),
             signer=DeliveryUrlSigner(settings.resolved_secret_key, settings.download_url_ttl_seconds),
-            limiter=RateLimiter(
-                {"queue": settings.rate_limit_queue_per_min, "retrieve": settings.rate_limit_retrieve_per_min}
-            ),
+            limiter=limiter,
             fetcher=GuardedFetcher(
                 allow_hosts=settings.media_fetch_allow_hosts, connect_timeout=settings.media_fetch_connect_timeout,
                 read_timeout=settings.media_fetch_read_timeout, max_redirects=settings.media_fetch_max_redirects,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,9 +38,10 @@ def add_headers(request: Request, headers: dict[str, str]) -> None:
     request.scope.setdefault("state", {}).setdefault("vidgate_headers", {}).update(headers)
 
 
-def on_response_end(request: Request, callback: Callable[[], None]) -> None:
-    """Run `callback` once this request is over: after the response is sent, or when it fails or is cancelled.
-    (Only under ResponseHeadersMiddleware, which every app from create_app has.)"""
+def on_response_end(request: Request, callback: Callable[[], Awaitable[None] | None]) -> None:
+    """Run `callback` once this request is over: after the response is sent, or when it fails or is cancelled
+    (an awaitable it returns is awaited, and finishes even if the request is cancelled). Only under
+    ResponseHeadersMiddleware, which every app from create_app has."""
     request.scope.setdefault("state", {}).setdefault("vidgate_on_end", []).append(callback)
 
 
@@ -77,8 +79,10 @@ class ResponseHeadersMiddleware:
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
-            for callback in scope["state"].get("vidgate_on_end", ()):
-                callback()
+            pending = [outcome for callback in scope["state"].get("vidgate_on_end", ())
+                       if (outcome := callback()) is not None]
+            if pending:
+                await asyncio.shield(asyncio.gather(*pending))
 
 
 async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:

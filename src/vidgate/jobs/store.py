@@ -82,6 +82,9 @@ _CLAIMABLE = (
     )
     .order_by(jobs.c.created_at)
     .limit(1)
+    # PostgreSQL: a job another worker is claiming right now is skipped, not waited for (SQLite has one writer
+    # at a time and renders nothing here).
+    .with_for_update(skip_locked=True)
 )
 _HELD = and_(jobs.c.id == bindparam("job_id"), jobs.c.lease_token == bindparam("token"),
              jobs.c.status == JobStatus.PROCESSING.value)
@@ -141,6 +144,7 @@ class JobStore:
         def create(conn: Connection) -> None:
             charge_for_job(conn, account_id, job_id, price_micros)
             _INSERT.execute(conn, values)
+            self.db.announce_job(conn)
 
         await self.db.write(create)
         return job_id
@@ -260,12 +264,13 @@ def _fail_and_refund(conn: Connection, job_id: str, token: str | None, error: st
     row = conn.execute(select(jobs.c.account_id, jobs.c.price_micros).where(*conditions)).first()
     if row is None:
         return
-    conn.execute(
+    failed = conn.execute(
         transition(JobStatus.FAILED, *conditions).values(
             finished_at=time.time(), error=error, lease_token=None, lease_expires_at=None,
         )
-    )
-    if row.price_micros:
+    ).rowcount
+    # On PostgreSQL another worker may have failed it between our read and our update: refund only our own.
+    if failed == 1 and row.price_micros:
         refund_job(conn, row.account_id, job_id, row.price_micros, note=f"refund: {error}"[:500])
 
 
