@@ -551,22 +551,17 @@ def bench_latency(cluster: pgtest.PostgresCluster, work: Path, samples: int = 30
         log(f"latency {name}: from 200 p50 {percentile(ms, 50):.2f} ms p90 {percentile(ms, 90):.2f} ms "
             f"min {min(ms):.2f} max {max(ms):.2f}; from created_at p50 {percentile(created, 50):.2f} ms "
             f"p90 {percentile(created, 90):.2f} ms max {max(created):.2f}")
-    label = {"postgres": "PG (LISTEN/NOTIFY)", "sqlite": "SQLite (wake socket)"}
-    for name in ("postgres", "sqlite"):
-        for source, values in (("answer", from_200[name]), ("created_at", from_created[name])):
-            ms = [d * 1000 for d in values]
-            p50, p90 = percentile(ms, 50), percentile(ms, 90)
-            if source == "answer":
-                rows.append(row(f"queue_to_start_p50 {label[name]}, from the 200", p50, "ms", None,
-                                f"< {QUEUE_TO_START_TARGET_P50_MS:.0f} ms", p50 < QUEUE_TO_START_TARGET_P50_MS,
-                                digits=2))
-                rows.append(row(f"queue_to_start_p90 {label[name]}, from the 200", p90, "ms", None, None, True,
-                                digits=2))
-            else:
-                rows.append(row(f"queue_to_start_p50 {label[name]}, from created_at", p50, "ms", None, None, True,
-                                digits=2))
-                rows.append(row(f"queue_to_start_p90 {label[name]}, from created_at", p90, "ms", None, None, True,
-                                digits=2))
+    target = f"< {QUEUE_TO_START_TARGET_P50_MS:.0f} ms"
+    for source, values in (("from the 200", from_200), ("from created_at", from_created)):
+        pg_ms, sq_ms = ([d * 1000 for d in values[name]] for name in ("postgres", "sqlite"))
+        for p in (50, 90):
+            value, reference = percentile(pg_ms, p), percentile(sq_ms, p)
+            ok = value < QUEUE_TO_START_TARGET_P50_MS and reference < QUEUE_TO_START_TARGET_P50_MS
+            r = row(f"queue_to_start_p{p} PG (NOTIFY) vs SQLite (socket), {workers} idle workers, {source}",
+                    value, "ms", reference, target if p == 50 else None, ok if p == 50 else True, digits=2)
+            if source == "from the 200":
+                r["ratio"] = None  # two numbers near zero (a job may start before its 200 reaches the client)
+            rows.append(r)
     return rows
 
 

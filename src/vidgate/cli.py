@@ -109,6 +109,7 @@ def serve(
     settings = _settings(data_dir, workers=workers)
     _check_catalog(settings)
     _check_storage(settings)
+    _check_rate_limits(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     first_key = _bootstrap(settings, ensure_first_account)
     if first_key is not None:
@@ -145,9 +146,21 @@ def _check_storage(settings: Settings) -> None:
     from vidgate.storage import storage_from_settings
     from vidgate.storage.base import StorageConfigError
 
+    _refuse_on(StorageConfigError, lambda: storage_from_settings(settings))
+
+
+def _check_rate_limits(settings: Settings) -> None:
+    """So does a rate-limit Redis that is unreachable (before the first account is made)."""
+    from vidgate.api.ratelimit import RateLimitConfigError, rate_limiter_from_settings
+
+    _refuse_on(RateLimitConfigError, lambda: rate_limiter_from_settings(settings))
+
+
+def _refuse_on(error: type[Exception], check: Callable[[], object]) -> None:
+    """Run a start-up check; its configuration error is printed as one line and the start stops (exit 2)."""
     try:
-        storage_from_settings(settings)
-    except StorageConfigError as exc:
+        check()
+    except error as exc:
         print_error(str(exc))
         raise typer.Exit(2) from None
 

@@ -34,6 +34,7 @@ def create_app(settings: Settings) -> FastAPI:
         if pending := pending_settlements():
             await asyncio.wait(pending, timeout=ctx.settings.x402_settle_timeout_seconds)
         await ctx.fetcher.aclose()
+        await ctx.limiter.aclose()
         ctx.db.dispose()
 
     app = FastAPI(title="vidgate", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
