@@ -278,6 +278,63 @@ def wait_for_workers(dep: Deployment, count: int, timeout: float = 60) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------------
+# CPU accounting: where a request's CPU goes (the API processes, the PostgreSQL server's processes)
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()  # fields from `state` on: ppid is [1], utime [11], stime [12]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = _proc_stat(pid)
+    return (int(fields[11]) + int(fields[12])) / _TICK if fields else 0.0
+
+
+def postgres_pids(cluster: pgtest.PostgresCluster) -> list[int]:
+    """The postmaster and its children (backends, WAL writer, checkpointer...)."""
+    try:
+        postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return []
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _proc_stat(int(entry))
+            if fields and fields[1] == str(postmaster):
+                children.append(int(entry))
+    return [postmaster, *children]
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds used between `start()` and `stop()` by the API processes and by PostgreSQL (if given)."""
+
+    api_pids: list[int]
+    cluster: pgtest.PostgresCluster | None = None
+    api_s: float = 0.0
+    db_s: float = 0.0
+    _api0: dict[int, float] = field(default_factory=dict)
+    _db0: dict[int, float] = field(default_factory=dict)
+
+    def start(self) -> CpuMeter:
+        self._api0 = {pid: cpu_seconds(pid) for pid in self.api_pids}
+        self._db0 = {pid: cpu_seconds(pid) for pid in postgres_pids(self.cluster)} if self.cluster else {}
+        return self
+
+    def stop(self) -> CpuMeter:
+        self.api_s = sum(cpu_seconds(pid) - t0 for pid, t0 in self._api0.items())
+        if self.cluster is not None:  # a backend started during the window counts from zero
+            self.db_s = sum(cpu_seconds(pid) - self._db0.get(pid, 0.0) for pid in postgres_pids(self.cluster))
+        return self
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Load generators
 
 
@@ -400,6 +457,10 @@ class Side:
     label: str
     dep: Deployment
     ports: list[int]
+    cluster: pgtest.PostgresCluster | None = None
+
+    def meter(self) -> CpuMeter:
+        return CpuMeter([api.proc.pid for api in self.dep.apis], self.cluster).start()
 
 
 def bench_ingest(duration: float, rounds: int, cluster: pgtest.PostgresCluster, work: Path, clients: int = 64,
@@ -408,17 +469,24 @@ def bench_ingest(duration: float, rounds: int, cluster: pgtest.PostgresCluster, 
         pg_url = stack.enter_context(scratch_database(cluster, "scale_ingest"))
         sq = stack.enter_context(deployment("sqlite", work / "ingest-sqlite", None, apis=1))
         pg = stack.enter_context(deployment("postgres", work / "ingest-postgres", pg_url, apis=2))
-        sides = [Side("sqlite_1api", sq, sq.ports), Side("postgres_2api", pg, pg.ports),
-                 Side("postgres_1api", pg, pg.ports[:1])]
+        sides = [Side("sqlite_1api", sq, sq.ports), Side("postgres_2api", pg, pg.ports, cluster),
+                 Side("postgres_1api", pg, pg.ports[:1], cluster)]
+        # CPU µs per request: (API processes, PostgreSQL), per side, per round.
+        cpu: dict[tuple[str, str], list[tuple[float, float]]] = {}
         answered: dict[str, set[str]] = {"sqlite": set(), "postgres": set()}
         n_requests: Counter[str] = Counter()
         n_200: Counter[str] = Counter()
         n_errors: Counter[str] = Counter()
 
-        def queue_round(side: Side, seconds: float) -> LoadResult:
+        def queue_round(side: Side, seconds: float, record: bool = True) -> LoadResult:
             targets = [(p, api_bench.raw_request(p, "/api/v1/video/queue", QUEUE_BODY, side.dep.auth))
                        for p in side.ports]
+            meter = side.meter()
             res = multi_load(targets, clients, seconds, keep_bodies=True)
+            meter.stop()
+            if record:
+                cpu.setdefault(("queue", side.label), []).append(
+                    (meter.api_s / res.requests * 1e6, meter.db_s / res.requests * 1e6))
             n_requests[side.dep.name] += res.requests
             n_200[side.dep.name] += res.statuses.get(200, 0)
             n_errors[side.dep.name] += res.errors
@@ -430,13 +498,15 @@ def bench_ingest(duration: float, rounds: int, cluster: pgtest.PostgresCluster, 
         queue: dict[str, list[LoadResult]] = {s.label: [] for s in sides}
         for side in sides:
             log(f"ingest: warming up {side.label} ({warmup:.0f} s)")
-            queue_round(side, warmup)
+            queue_round(side, warmup, record=False)
         for r in range(rounds):
             for side in (sides if r % 2 == 0 else sides[::-1]):
                 res = queue_round(side, duration)
                 queue[side.label].append(res)
+                api_us, db_us = cpu[("queue", side.label)][-1]
                 log(f"ingest round {r + 1}: {side.label}: {res.rps:,.0f} req/s, p50 {res.percentile_ms(50):.1f} ms, "
-                    f"p99 {res.percentile_ms(99):.1f} ms, statuses {dict(res.statuses)}, errors {res.errors}")
+                    f"p99 {res.percentile_ms(99):.1f} ms, statuses {dict(res.statuses)}, errors {res.errors}; "
+                    f"CPU per request: API {api_us:.0f} µs, PostgreSQL {db_us:.0f} µs")
 
         # Retrieve polling: a job that stays QUEUED (no workers), 2 wrk processes of connections/2 each.
         bodies: dict[str, dict[str, Any]] = {}
@@ -450,10 +520,15 @@ def bench_ingest(duration: float, rounds: int, cluster: pgtest.PostgresCluster, 
             n_200[dep.name] += 1
             bodies[dep.name] = {"model": QUEUE_BODY["model"], "queue_id": queue_id}
 
-        def poll_round(side: Side, seconds: float) -> WrkTotal:
+        def poll_round(side: Side, seconds: float, record: bool = True) -> WrkTotal:
             ports = side.ports if len(side.ports) == 2 else side.ports * 2
+            meter = side.meter()
             res = wrk_many(ports, "/api/v1/video/retrieve", [bodies[side.dep.name]], side.dep.auth,
                            connections // 2, seconds)
+            meter.stop()
+            if record:
+                cpu.setdefault(("retrieve", side.label), []).append(
+                    (meter.api_s / res.requests * 1e6, meter.db_s / res.requests * 1e6))
             if res.bad:
                 raise RuntimeError(f"retrieve on {side.label}: {res.bad} failed requests\n{side.dep.log_tails()}")
             return res
@@ -461,13 +536,14 @@ def bench_ingest(duration: float, rounds: int, cluster: pgtest.PostgresCluster, 
         polls: dict[str, list[WrkTotal]] = {s.label: [] for s in sides}
         for side in sides:
             log(f"polling: warming up {side.label} ({warmup:.0f} s)")
-            poll_round(side, warmup)
+            poll_round(side, warmup, record=False)
         for r in range(rounds):
             for side in (sides if r % 2 == 0 else sides[::-1]):
                 res = poll_round(side, duration)
                 polls[side.label].append(res)
+                api_us, db_us = cpu[("retrieve", side.label)][-1]
                 log(f"polling round {r + 1}: {side.label}: {res.rps:,.0f} req/s, p50 {res.p50_ms:.2f} ms, "
-                    f"p99 {res.p99_ms:.2f} ms")
+                    f"p99 {res.p99_ms:.2f} ms; CPU per request: API {api_us:.0f} µs, PostgreSQL {db_us:.0f} µs")
 
         stored = {dep.name: {r[0] for r in dep.query("SELECT id FROM jobs")} for dep in (sq, pg)}
 
@@ -486,7 +562,7 @@ def bench_ingest(duration: float, rounds: int, cluster: pgtest.PostgresCluster, 
     sq_q, pg_q, pg1_q = (mean_rps(queue[s.label]) for s in sides)
     sq_p, pg_p, pg1_p = (mean_rps(polls[s.label]) for s in sides)
     target = f"ratio ≥ {INGEST_TARGET_RATIO}"
-    return [
+    out = [
         row(f"ingest_queue_rps PG 2 APIs vs SQLite 1 API (asyncio, {clients} clients)", pg_q, "req/s", sq_q,
             target, pg_q / sq_q >= INGEST_TARGET_RATIO, digits=0),
         row("ingest_queue_p99 PG 2 APIs vs SQLite", q_p99("postgres_2api"), "ms", q_p99("sqlite_1api"), None, True,
@@ -502,6 +578,15 @@ def bench_ingest(duration: float, rounds: int, cluster: pgtest.PostgresCluster, 
             max(r.p99_ms for r in polls["sqlite_1api"]), None, True, digits=2),
         row("retrieve_polling_rps PG 1 API vs SQLite (context)", pg1_p, "req/s", sq_p, None, True, digits=0),
     ]
+    for kind in ("queue", "retrieve"):
+        pg_api, pg_db = (statistics.fmean(c[i] for c in cpu[(kind, "postgres_2api")]) for i in (0, 1))
+        sq_api = statistics.fmean(c[0] for c in cpu[(kind, "sqlite_1api")])
+        out += [
+            row(f"cpu_per_{kind} PG 2 APIs (API + PostgreSQL) vs SQLite (API)", pg_api + pg_db, "µs", sq_api, None,
+                True, digits=0),
+            row(f"cpu_per_{kind} PG: the API processes' part", pg_api, "µs", sq_api, None, True, digits=0),
+        ]
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------------

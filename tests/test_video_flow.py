@@ -148,15 +148,3 @@ async def test_same_request_renders_the_same_bytes(api: Api) -> None:
     a = await api.post("/video/retrieve", {"model": "wan-2.5-preview-text-to-video", "queue_id": first}, key)
     b = await api.post("/video/retrieve", {"model": "wan-2.5-preview-text-to-video", "queue_id": second}, key)
     assert a.content == b.content
-
-
-async def test_average_execution_time_becomes_p80_of_past_jobs(api: Api) -> None:
-    key = await api.new_key()
-    await queue_and_render(api, key)
-    queued = await api.post("/video/queue", t2v_body(), key)
-    api.ctx._p80_cache.clear()
-    status = (await api.post("/video/retrieve", {"model": "wan-2.5-preview-text-to-video",
-                                                  "queue_id": queued.json()["queue_id"]}, key)).json()
-    job_ms = (await api.ctx.store.recent_execution_ms("wan-2.5-preview-text-to-video"))
-    assert status["average_execution_time"] == job_ms[0]
-    assert status["average_execution_time"] != api.settings.default_average_execution_ms

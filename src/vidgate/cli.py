@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from vidgate.client.cli import commands as client_commands
 from vidgate.settings import Settings, load_settings, node_description
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ upstreams_app = typer.Typer(help="Gateway mode: the upstream providers in VIDGAT
 app.add_typer(upstreams_app, name="upstreams")
 db_app = typer.Typer(help="The database's schema: migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(client_commands)  # generate, quote, models, status, jobs, cancel, download: over HTTP (vidgate.client)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -281,23 +283,24 @@ def keys_create(
 ) -> None:
     """Create an account (or use --account) and a new API key; the key is the last line printed."""
     from vidgate.accounts.keys import create_api_key
-    from vidgate.accounts.ledger import create_account, credit, find_account, usd_to_micros
+    from vidgate.accounts.ledger import balance_micros, create_account, credit, find_account, format_usd, usd_to_micros
 
     settings = _settings(data_dir)
 
     pepper = settings.resolved_secret_key
 
-    def action(conn: Connection) -> tuple[str, str, str]:
+    def action(conn: Connection) -> tuple[str, str, str, int]:
         account_id = find_account(conn, account) if account else create_account(conn, label)
         if account_id is None:
             raise typer.BadParameter(f"no account {account!r}", param_hint="--account")
         if balance_usd:
             credit(conn, account_id, usd_to_micros(balance_usd), note="keys create --balance-usd")
         key_id, key = create_api_key(conn, account_id, pepper, label)
-        return account_id, key_id, key
+        return account_id, key_id, key, balance_micros(conn, account_id) or 0
 
-    account_id, key_id, key = _transaction(settings, action)
-    err_console.print(f"account {account_id}, key id {key_id}, balance ${balance_usd:.2f} added")
+    account_id, key_id, key, balance = _transaction(settings, action)
+    # The account's whole balance (an --account may already hold credit), so nobody is surprised by a 402.
+    err_console.print(f"account {account_id}, key id {key_id}, balance: ${format_usd(balance)}", highlight=False)
     print(key)
 
 

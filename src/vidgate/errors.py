@@ -6,8 +6,10 @@
     ├── PaymentRequired           402  x402 discovery body or INSUFFICIENT_BALANCE
     ├── Forbidden                 403
     ├── NotFound                  404  (MEDIA_NOT_FOUND, MODEL_NOT_FOUND)
+    ├── Conflict                  409  (cancel of a finished job)
     ├── Gone                      410  (revoked / expired download link)
     ├── PayloadTooLarge           413  {"code": "PAYLOAD_TOO_LARGE", ...}
+    ├── IdempotencyKeyReused      422  (same Idempotency-Key, another body)
     ├── RateLimited               429
     ├── ServiceUnavailable        503  (upstream, database or bucket unavailable; Retry-After)
     └── InferenceFailed           500  {"error": "Inference processing failed"}
@@ -150,6 +152,30 @@ def media_not_found() -> NotFound:
 class Gone(VidgateError):
     status_code = 410
     code = "GONE"
+
+
+class Conflict(VidgateError):
+    """409: the request cannot apply to the resource as it is now (cancel of a finished job)."""
+
+    status_code = 409
+    code = "CONFLICT"
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.message, "code": self.code}
+
+
+class IdempotencyKeyReused(VidgateError):
+    """422: an Idempotency-Key sent again with a different body (IETF draft-ietf-httpapi-idempotency-key)."""
+
+    status_code = 422
+    code = "IDEMPOTENCY_KEY_REUSED"
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.message, "code": self.code}
 
 
 class PayloadTooLarge(VidgateError):

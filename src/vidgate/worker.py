@@ -2,6 +2,11 @@
 
 Each worker is its own process (so rendering never blocks the API's event loop), runs at a lower CPU
 priority than the API, and sleeps on a wake-up socket while there is nothing to do.
+
+A database that goes away for a while (PostgreSQL restarting, failing over) does not stop a worker: it keeps
+rendering through missed heartbeats, waits for the database before recording a job's outcome, and claims again
+once it answers. If the outage outlasts the lease, another worker re-claims the job and this one's next
+heartbeat says so. A completion whose commit's answer was lost is settled by reading the job back.
 """
 
 from __future__ import annotations
@@ -14,22 +19,32 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from vidgate.catalog.request import JobPayload
 from vidgate.db import open_database
 from vidgate.engines.base import Engine, ProgressCallback, TerminalFailure
 from vidgate.engines.planning import plan_render
 from vidgate.engines.registry import CPU_ENGINES, engine_for
+from vidgate.errors import DatabaseUnavailable
 from vidgate.jobs.states import JobStatus, job_error
 from vidgate.jobs.store import Claim, ClaimScope, JobStore
 from vidgate.jobs.wakeup import Wakeups, wakeups_for
 from vidgate.settings import Settings, node_description
 from vidgate.storage import storage_from_settings
+from vidgate.storage.base import StorageUnavailable
 
 log = logging.getLogger("vidgate.worker")
+T = TypeVar("T")
+
+# Waiting out a database outage: first retry soon (a restart takes a second or two), then back off.
+DB_RETRY_FIRST_S = 0.25
+DB_RETRY_MAX_S = 5.0
+# Waiting out a storage outage with a finished video in hand.
+STORAGE_RETRY_FIRST_S = 0.5
+STORAGE_RETRY_MAX_S = 10.0
 
 
 class LeaseLost(Exception):
@@ -72,11 +87,21 @@ class Worker:
         # A short socket name: Unix socket paths are limited to ~108 bytes.
         wake = wakeups_for(self.db, self.settings.wake_dir, f"w{os.getpid()}-{id(self) % 10_000}")
         handled = 0
+        outage = DB_RETRY_FIRST_S
         try:
             while not self._stop.is_set():
-                claim = await self.store.claim_next(
-                    self.name, self.settings.lease_seconds, self.settings.max_attempts, self.scope
-                )
+                try:
+                    claim = await self.store.claim_next(
+                        self.name, self.settings.lease_seconds, self.settings.max_attempts, self.scope
+                    )
+                except DatabaseUnavailable:
+                    # Nothing is held yet, so nothing is at stake: try again later (stop still works meanwhile).
+                    log.warning("database unavailable; claiming again in %.2f s", outage)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), outage)
+                    outage = min(outage * 2, DB_RETRY_MAX_S)
+                    continue
+                outage = DB_RETRY_FIRST_S
                 if claim is None:
                     await self._sleep_until_woken(wake)
                     continue
@@ -122,6 +147,22 @@ class Worker:
             await self._finishing
             self._finishing = None
 
+    async def when_db_answers(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()` (a store operation), repeated through a database outage until it gets an answer.
+
+        For the writes that settle a job the worker holds (its final heartbeat, its failure): giving up would
+        leave the outcome to the lease's expiry and a new render. Only safe for calls whose repetition cannot
+        do a thing twice: they are all conditional on the lease token, so a repeat after a commit whose answer
+        was lost matches nothing. (`complete` needs more; see JobRun.complete.)"""
+        delay = DB_RETRY_FIRST_S
+        while True:
+            try:
+                return await call()
+            except DatabaseUnavailable:
+                log.warning("%s: database unavailable; retrying in %.2f s", what, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, DB_RETRY_MAX_S)
+
 
 @dataclass(frozen=True)
 class Produced:
@@ -156,7 +197,14 @@ class JobRun:
             done, _ = await asyncio.wait({task}, timeout=every)
             if done:
                 return task.result()
-            if not await store.heartbeat(self.job.id, self.token, settings.lease_seconds, self.progress):
+            try:
+                held = await store.heartbeat(self.job.id, self.token, settings.lease_seconds, self.progress)
+            except DatabaseUnavailable:
+                # Unknown, not lost: keep rendering. If the outage outlasts the lease and another worker takes
+                # the job, a later heartbeat says so; if not, this render is still the one that counts.
+                log.warning("job %s: heartbeat missed, database unavailable", self.job.id)
+                continue
+            if not held:
                 self.lost.set()
 
     async def stage(self, work: Callable[[ProgressCallback], Any]) -> Produced | None:
@@ -172,17 +220,21 @@ class JobRun:
         worker, job, token = self.worker, self.job, self.token
         try:
             await self.heartbeating(work)
-            if self.lost.is_set() or not await worker.store.heartbeat(job.id, token, worker.settings.lease_seconds,
-                                                                      1.0):
+            if self.lost.is_set() or not await worker.when_db_answers(
+                    f"job {job.id}: heartbeat", lambda: worker.store.heartbeat(job.id, token,
+                                                                               worker.settings.lease_seconds, 1.0)):
                 raise LeaseLost(job.id)
             media_key = f"{job.id}-{token[:8]}.mp4"
             # In a thread, still heartbeating: an upload to object storage can take a while.
             self.progress = 1.0
-            await self.heartbeating(lambda _progress: worker.storage.put_file(media_key, self.scratch))
-            if self.lost.is_set() or not await worker.store.complete(job.id, token, media_key):
+            await self.heartbeating(lambda _progress: self.upload(media_key))
+            if self.lost.is_set() or not await self.complete(media_key):
+                # Not ours to complete: the object would belong to no job.
                 await asyncio.to_thread(worker.storage.delete, media_key)
                 raise LeaseLost(job.id)
             log.info("job %s completed", job.id)
+            if job.attempts > 1:
+                await self.remove_earlier_uploads(keep=media_key)
             discard_inputs(self.request)
             finished = getattr(self.engine, "finished", None)
             if finished is not None:  # e.g. the upstream engine deletes the upstream's copy
@@ -192,6 +244,65 @@ class JobRun:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 self.scratch.unlink()
+
+    def upload(self, media_key: str) -> None:
+        """Store the finished MP4, waiting out a storage outage (in the render's thread, so the lease is kept
+        meanwhile): the video is done, and failing the attempt would only render it again, or fail it for good
+        once the attempts are used up. Gives up when the lease is lost."""
+        delay = STORAGE_RETRY_FIRST_S
+        while True:
+            try:
+                self.worker.storage.put_file(media_key, self.scratch)
+                return
+            except StorageUnavailable:
+                if self.lost.is_set():
+                    raise LeaseLost(self.job.id) from None
+                log.warning("job %s: storage unavailable; uploading again in %.1f s", self.job.id, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, STORAGE_RETRY_MAX_S)
+
+    async def complete(self, media_key: str) -> bool:
+        """Record the job COMPLETED with `media_key`: True when it is, False when this worker no longer holds it.
+
+        A completion whose commit's answer was lost (the database went away at that moment) is not simply
+        repeated: if it did commit, the job is no longer PROCESSING and a repeat would report the lease lost,
+        and the caller would delete the video of a completed job. The job, read back, says what happened."""
+        store, job = self.worker.store, self.job
+        try:
+            return await store.complete(job.id, self.token, media_key)
+        except DatabaseUnavailable:
+            log.warning("job %s: database unavailable while completing; checking the outcome when it is back", job.id)
+        delay = DB_RETRY_FIRST_S
+        while True:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, DB_RETRY_MAX_S)
+            try:
+                current = await store.get(job.id)
+                if current is None:
+                    return False
+                if current.status is JobStatus.COMPLETED:
+                    return current.media_key == media_key  # ours committed, or another worker's did
+                if current.status is not JobStatus.PROCESSING or current.lease_token != self.token:
+                    return False
+                return await store.complete(job.id, self.token, media_key)  # it did not commit: again
+            except DatabaseUnavailable:
+                log.warning("job %s: database still unavailable; retrying in %.2f s", job.id, delay)
+
+    async def remove_earlier_uploads(self, keep: str | None = None) -> None:
+        """Delete the videos that earlier attempts of this job uploaded and never completed with (a worker that
+        died between its upload and its completion leaves one: its key has that attempt's token, so no job
+        points at it). Only once this job is finished, and never `keep`, the video it completed with: a stale
+        worker still rendering it can no longer complete, and deletes its own upload when it finds that out."""
+        storage, job = self.worker.storage, self.job
+        try:
+            leftovers = [k for k in await asyncio.to_thread(storage.keys_with_prefix, f"{job.id}-") if k != keep]
+            for key in leftovers:
+                await asyncio.to_thread(storage.delete, key)
+        except Exception:  # the job's outcome stands; an object left here is only wasted space
+            log.warning("job %s: could not remove the uploads of earlier attempts", job.id, exc_info=True)
+        else:
+            if leftovers:
+                log.info("job %s: removed %d upload(s) of earlier attempts", job.id, len(leftovers))
 
     async def ended(self, exc: BaseException) -> None:
         """Record how a job that did not complete ended; re-raise what is not a job outcome (cancellation)."""
@@ -203,15 +314,22 @@ class JobRun:
             log.warning("job %s: lease lost, another worker owns it now", job.id)
         elif isinstance(exc, TerminalFailure):
             log.error("job %s failed for good: %s", job.id, exc)
-            await worker.store.fail_attempt(job.id, token, job_error(str(exc)[:1000], exc.public_message),
-                                            max_attempts=settings.max_attempts, retryable=False)
+            error = job_error(str(exc)[:1000], exc.public_message)
+            status = await worker.when_db_answers(f"job {job.id}: recording its failure", lambda: (
+                worker.store.fail_attempt(job.id, token, error, max_attempts=settings.max_attempts,
+                                          retryable=False)))
+            if status is JobStatus.FAILED and job.attempts > 1:
+                await self.remove_earlier_uploads()
             discard_inputs(self.request)
         elif isinstance(exc, Exception):  # an engine failure: retried, then failed and refunded
             log.error("job %s attempt %d failed", job.id, job.attempts, exc_info=exc)
-            status = await worker.store.fail_attempt(job.id, token, f"{type(exc).__name__}: {exc}"[:1000],
-                                                     max_attempts=settings.max_attempts)
+            error = f"{type(exc).__name__}: {exc}"[:1000]
+            status = await worker.when_db_answers(f"job {job.id}: recording a failed attempt", lambda: (
+                worker.store.fail_attempt(job.id, token, error, max_attempts=settings.max_attempts)))
             log.info("job %s is now %s", job.id, status)
             if status is JobStatus.FAILED:
+                if job.attempts > 1:
+                    await self.remove_earlier_uploads()
                 discard_inputs(self.request)
         else:
             raise exc

@@ -51,7 +51,7 @@ MODEL = "wan-2.5-preview-text-to-video"  # the cheapest render: 5 s of 480p, abo
 PREFIX = "videos"  # the bucket prefix: objects are `videos/<jobs.media_key>`
 LOAD_INTERVAL_S = 0.4
 # When each fault is injected, in seconds after the load starts; the load stops at LOAD_SECONDS.
-KILL_WORKER_AT, KILL_API_AT, RESTART_POSTGRES_AT, LOAD_SECONDS = 5.0, 11.0, 17.0, 24.0
+KILL_WORKER_AT, KILL_API_AT, RESTART_POSTGRES_AT, LOAD_SECONDS = 5.0, 9.0, 15.0, 25.0
 DRAIN_TIMEOUT_S = 120.0
 ACCOUNTS = 3
 BURST = 20  # queue requests sent to the API node at once, just before it is killed
@@ -375,9 +375,9 @@ async def run_drill(cluster: PostgresCluster, root: Path, endpoint: str, nodes: 
         apis[1].kill()
         lost = sum(1 for a in await asyncio.gather(*burst) if a.status is None)
         events.append(f"killed api1 with {len(burst)} queue requests in flight ({lost} got no answer)")
-        await asyncio.sleep(1.0)
-        apis[1].start()
-        await wait_healthy(apis[1])
+        # Restarted in the background: an API node takes several seconds to start on a busy machine, and the
+        # drill goes on meanwhile (the client keeps sending it requests, which fail to connect until it is up).
+        restarted = asyncio.ensure_future(restart_after(apis[1], 1.0))
 
         # 3. PostgreSQL crashes and comes back (immediate stop: no checkpoint, every connection cut).
         await at(RESTART_POSTGRES_AT)
@@ -386,6 +386,7 @@ async def run_drill(cluster: PostgresCluster, root: Path, endpoint: str, nodes: 
         events.append(f"restarted PostgreSQL ({time.monotonic() - down:.1f} s down)")
 
         await at(LOAD_SECONDS)
+        await restarted
     finally:
         stop.set()
         await load
@@ -486,6 +487,12 @@ def create_funded_keys(database_url: str, secret: str) -> list[str]:
         return db.write_now(make)
     finally:
         db.dispose()
+
+
+async def restart_after(node: Node, delay: float) -> None:
+    await asyncio.sleep(delay)
+    node.start()
+    await wait_healthy(node)
 
 
 def new_worker(root: Path, env: dict[str, str], i: int) -> Node:

@@ -65,14 +65,25 @@ def create_api_key(conn: Connection, account_id: str, pepper: str, label: str = 
     return key_id, f"{KEY_PREFIX}_{key_id}_{secret}"
 
 
-def authenticate_key(conn: Connection, key: str, pepper: str) -> KeyOwner | None:
-    """The owner of a valid, unrevoked key, else None. Wrong and unknown keys cost the same work."""
+def key_credentials(key: str, pepper: str) -> tuple[str, str]:
+    """(key id, HMAC of the secret) of a presented key; the id is "" for a malformed key (which matches no row,
+    and still costs the HMAC). Caches of valid keys are keyed by these two, never by the key itself."""
     key_id, secret = split_key(key) or ("", key)
+    return key_id, hash_secret(secret, pepper)
+
+
+def key_owner(conn: Connection, key_id: str, digest: str) -> KeyOwner | None:
+    """The owner of the unrevoked key `key_id` whose stored HMAC equals `digest` (constant-time), else None."""
     row = _KEY_WITH_BALANCE.first(conn, {"key_id": key_id}) if key_id else None
-    ok = hmac.compare_digest(hash_secret(secret, pepper), row["secret_hash"] if row is not None else _NO_HASH)
+    ok = hmac.compare_digest(digest, row["secret_hash"] if row is not None else _NO_HASH)
     if row is None or not ok or row["revoked_at"] is not None:
         return None
     return KeyOwner(row["account_id"], row["balance_micros"])
+
+
+def authenticate_key(conn: Connection, key: str, pepper: str) -> KeyOwner | None:
+    """The owner of a valid, unrevoked key, else None. Wrong and unknown keys cost the same work."""
+    return key_owner(conn, *key_credentials(key, pepper))
 
 
 def list_api_keys(conn: Connection) -> list[ApiKeyRecord]:

@@ -25,7 +25,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from vidgate.accounts.keys import KeyOwner, authenticate_key
+from vidgate.accounts.keys import KeyOwner, key_credentials, key_owner
 from vidgate.accounts.ledger import format_usd, usd_to_micros
 from vidgate.accounts.siwx import SiwxError, SiwxIdentity, normalize_wallet, verify_siwx
 from vidgate.accounts.wallets import (
@@ -39,6 +39,7 @@ from vidgate.accounts.x402 import discovery_body, payment_accepts, payment_requi
 from vidgate.api.context import AppContext
 from vidgate.api.http import add_headers, on_response_end
 from vidgate.api.ratelimit import RateLimitStorageDown
+from vidgate.db import SqliteDatabase
 from vidgate.errors import (
     AuthenticationFailed,
     BadRequest,
@@ -249,8 +250,11 @@ async def authenticate_wallet(ctx: AppContext, request: Request, bucket: str, va
     return Principal(account.account_id, account.balance_micros, wallet=identity.address)
 
 
-async def authenticate(ctx: AppContext, request: Request, bucket: str) -> Principal:
-    """Resolve the caller, apply its rate limit, and set the balance and rate-limit headers."""
+async def authenticate(ctx: AppContext, request: Request, bucket: str, *, cached: bool = False) -> Principal:
+    """Resolve the caller, apply its rate limit, and set the balance and rate-limit headers.
+
+    `cached`: a Bearer key may come from the SQLite poll cache (`bearer_key_owner`); the caller refreshed it in
+    this request."""
     names = {name for name, _ in request.scope["headers"]}  # ASGI header names are lower-case bytes
     if not names.isdisjoint(PAYMENT_HEADERS):
         raise PaymentHeaderNotAccepted(
@@ -262,22 +266,30 @@ async def authenticate(ctx: AppContext, request: Request, bucket: str) -> Princi
     authorization = request.headers.get("authorization")
     if not authorization:
         raise await discovery_required(ctx, request)
-    owner = await bearer_key_owner(ctx, authorization)
+    owner = await bearer_key_owner(ctx, authorization, cached=cached)
     if owner is None:
         raise AuthenticationFailed()
     await apply_rate_limit(ctx, request, owner.account_id, owner.balance_micros, bucket)
     return Principal(owner.account_id, owner.balance_micros)
 
 
-async def bearer_key_owner(ctx: AppContext, authorization: str) -> KeyOwner | None:
+async def bearer_key_owner(ctx: AppContext, authorization: str, *, cached: bool = False) -> KeyOwner | None:
     """The owner (and balance, in the same query) of the key in an `Authorization: Bearer` value; None for
-    another scheme, an empty key, or a key that is unknown or revoked."""
+    another scheme, an empty key, or a key that is unknown or revoked.
+
+    `cached` (SQLite; `db.refresh_row_cache()` called earlier in this request): a valid key's owner is kept in
+    the process's poll cache under (key id, HMAC of the secret), never the key itself, so the HMAC is computed
+    on every request as before and only a key that once matched its stored HMAC can hit. Any commit (a
+    revocation, a charge, a top-up) empties the cache before the next request reads it."""
     scheme, _, key = authorization.partition(" ")
     key = key.strip()
     if scheme.lower() != "bearer" or not key:
         return None
-    pepper = ctx.settings.resolved_secret_key
-    return await ctx.db.read(lambda conn: authenticate_key(conn, key, pepper))
+    key_id, digest = key_credentials(key, ctx.settings.resolved_secret_key)
+    db = ctx.db
+    if cached and isinstance(db, SqliteDatabase):
+        return db.read_cached(("api_key", key_id, digest), lambda conn: key_owner(conn, key_id, digest))
+    return await db.read(lambda conn: key_owner(conn, key_id, digest))
 
 
 async def optional_key_owner(ctx: AppContext, request: Request) -> KeyOwner | None:

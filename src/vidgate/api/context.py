@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from vidgate.api.ratelimit import RateLimiter, rate_limiter_from_settings
 from vidgate.catalog.models import Catalog, ModelSpec
@@ -12,7 +12,8 @@ from vidgate.catalog.request import MediaFacts, VideoRequest
 from vidgate.db import Database, open_database
 from vidgate.gateway.config import Route
 from vidgate.gateway.service import Gateway
-from vidgate.jobs.store import JobStore, p80
+from vidgate.jobs.estimates import Estimate, Estimator, recent_finished
+from vidgate.jobs.store import Job, JobStore
 from vidgate.media.fetch import GuardedFetcher
 from vidgate.media.inputs import PreparedInputs, prepare_inputs
 from vidgate.media.types import VideoInfo
@@ -37,7 +38,7 @@ class AppContext:
     signer: DeliveryUrlSigner
     limiter: RateLimiter
     fetcher: GuardedFetcher
-    _p80_cache: dict[str, tuple[float, int]] = field(default_factory=dict)
+    _estimator: tuple[float, Estimator] | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> AppContext:
@@ -71,15 +72,26 @@ class AppContext:
                                         staging_root=self.settings.data_dir / "inputs")
         return prepared, media_facts(prepared)
 
-    async def average_execution_ms(self, model: str) -> int:
-        """P80 of this model's past jobs (cached briefly: retrieve is polled often)."""
+    async def estimator(self) -> Estimator:
+        """What past jobs say about run times (rebuilt at most every few seconds: retrieve is polled often)."""
         now = time.monotonic()
-        cached = self._p80_cache.get(model)
-        if cached and now - cached[0] < EXECUTION_TIME_CACHE_SECONDS:
-            return cached[1]
-        value = p80(await self.store.recent_execution_ms(model)) or self.settings.default_average_execution_ms
-        self._p80_cache[model] = (now, value)
-        return value
+        if self._estimator is None or now - self._estimator[0] >= EXECUTION_TIME_CACHE_SECONDS:
+            history = await self.db.read(recent_finished)
+            self._estimator = (now, Estimator(history, self.settings.default_average_execution_ms / 1000))
+        return self._estimator[1]
+
+    async def estimate(self, job: Job) -> Estimate:
+        spec = self.catalog.get(job.model)
+        duration = job.request.get("duration_s")
+        return (await self.estimator()).estimate(
+            job.model, spec.engine if spec else job.engine, job.resolution,
+            float(duration) if isinstance(duration, int | float) else None)
+
+    async def average_execution_ms(self, model: str, resolution: str | None = None) -> int:
+        """Venice's `average_execution_time` for a job of this model and resolution: from queueing to done."""
+        spec = self.catalog.get(model)
+        estimate = (await self.estimator()).estimate(model, spec.engine if spec else "", resolution, None)
+        return int(estimate.total_s * 1000)
 
 
 def media_facts(prepared: PreparedInputs) -> MediaFacts:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -30,11 +33,21 @@ from vidgate.catalog.pricing import Quote, quote
 from vidgate.catalog.request import JobPayload, MediaFacts, VideoRequest
 from vidgate.catalog.validation import validate_queue, validate_quote
 from vidgate.consent import check_consent, record_consent
+from vidgate.db import SqliteDatabase
 from vidgate.engines.registry import ensure_renderable
-from vidgate.errors import Gone, InferenceFailed, NotFound, insufficient_balance, invalid, media_not_found
+from vidgate.errors import (
+    BadRequest,
+    Gone,
+    IdempotencyKeyReused,
+    InferenceFailed,
+    NotFound,
+    insufficient_balance,
+    invalid,
+    media_not_found,
+)
 from vidgate.gateway.service import quote_body
 from vidgate.jobs.states import JobStatus, public_error, wire_status
-from vidgate.jobs.store import Job
+from vidgate.jobs.store import Idempotency, IdempotencyConflict, Job, idempotent_replay
 from vidgate.jobs.wakeup import notify_workers
 from vidgate.storage.base import Storage
 
@@ -86,11 +99,50 @@ async def quote_video(request: Request) -> JSONResponse:
     return JSONResponse({"quote": quote(req, facts, spec, ctx.prices).as_float()})
 
 
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no spaces (as Stripe and the IETF draft)
+
+
+def idempotency_of(request: Request, body: dict[str, Any]) -> Idempotency | None:
+    """The Idempotency-Key header (vidgate extension), with the SHA-256 of the body it names."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not IDEMPOTENCY_KEY.fullmatch(key):
+        raise BadRequest("Idempotency-Key header must be 1 to 255 printable ASCII characters without spaces")
+    return Idempotency(key, hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest())
+
+
+def queued_answer(ctx: AppContext, request: Request, spec: ModelSpec, model_echo: str,
+                  queue_id: str) -> JSONResponse:
+    # The id the client sent (a dotted Wan 3.0 alias included) is echoed (CHANGES §2.2, GUESS).
+    response: dict[str, Any] = {"model": model_echo, "queue_id": queue_id}
+    if spec.download_url:
+        response["download_url"] = download_url(ctx, request, queue_id)
+    return JSONResponse(response)
+
+
+async def replayed(ctx: AppContext, account_id: str, idempotency: Idempotency | None) -> str | None:
+    """The job an earlier request with this Idempotency-Key made (None: new key); IdempotencyKeyReused when
+    that request's body was another."""
+    if idempotency is None:
+        return None
+    try:
+        earlier = await ctx.db.read(lambda conn: idempotent_replay(conn, account_id, idempotency))
+    except IdempotencyConflict:
+        raise IdempotencyKeyReused(f"Idempotency-Key {idempotency.key!r} was already used with a different "
+                                   "request body; use a new key for a new request") from None
+    return earlier.job_id if earlier else None
+
+
 async def queue_video(request: Request) -> JSONResponse:
     ctx = ctx_of(request)
     principal = await authenticate(ctx, request, "queue")
     body = await read_json_object(request, ctx.settings.max_body_bytes)
     spec = lookup_model(ctx, request, require_model_field(body))
+    idempotency = idempotency_of(request, body)
+    # A retried request answers at once with its job, before any media is fetched or upstream is asked.
+    if (earlier := await replayed(ctx, principal.account_id, idempotency)) is not None:
+        return queued_answer(ctx, request, spec, str(body["model"]), earlier)
     req = validate_queue(body, spec)
     ensure_renderable(spec, req, ctx.settings.diffusers_models)
     # Media is fetched and checked before the charge, so a bad input costs nothing.
@@ -105,22 +157,27 @@ async def queue_video(request: Request) -> JSONResponse:
             payload = JobPayload.of(req, prepared.inputs if prepared else {},
                                     str(prepared.directory) if prepared else None, workflows=spec.workflows)
         await record_consent(ctx.db, grant, request.scope.get("state", {}).get("request_id", ""))
-        queue_id = await ctx.store.create_paid_job(
+        queued = await ctx.store.create_paid_job(
             account_id=principal.account_id, model=spec.id, request=payload.to_json(), engine=spec.engine,
-            price_micros=price.micros, private=spec.download_url,
+            price_micros=price.micros, private=spec.download_url, resolution=req.resolution,
+            idempotency=idempotency,
         )
+    except IdempotencyConflict:
+        if prepared is not None:
+            prepared.discard()
+        raise IdempotencyKeyReused(f"Idempotency-Key {idempotency.key if idempotency else ''!r} was already "
+                                   "used with a different request body; use a new key for a new request") from None
     except BaseException:
         if prepared is not None:
             prepared.discard()
         raise
-    if spec.engine == "upstream" and prepared is not None:
-        prepared.discard()  # checked here; the upstream fetches the media itself, as the client sent them
-    notify_workers(ctx.settings.wake_dir)
-    # The id the client sent (a dotted Wan 3.0 alias included) is echoed (CHANGES §2.2, GUESS).
-    response: dict[str, Any] = {"model": req.model_echo, "queue_id": queue_id}
-    if spec.download_url:
-        response["download_url"] = download_url(ctx, request, queue_id)
-    return JSONResponse(response)
+    if (spec.engine == "upstream" or queued.replayed) and prepared is not None:
+        # Upstream: checked here; the upstream fetches the media itself, as the client sent them. Replayed: a
+        # concurrent request with the same Idempotency-Key made the job, with its own copy of the media.
+        prepared.discard()
+    if not queued.replayed:
+        notify_workers(ctx.settings.wake_dir)
+    return queued_answer(ctx, request, spec, req.model_echo, queued.job_id)
 
 
 async def submit_upstream(ctx: AppContext, account_id: str, spec: ModelSpec, body: dict[str, Any],
@@ -145,11 +202,17 @@ async def owned_job(request: Request, bucket: str) -> tuple[AppContext, Job, dic
     Anything but the caller's own job for that model is 404 (SPEC: queue ids are scoped to accounts).
     """
     ctx = ctx_of(request)
-    principal = await authenticate(ctx, request, bucket)
+    # SQLite: one `PRAGMA data_version` now, and the key and the job come from the process's poll cache unless
+    # something was committed since the last poll (then they are read, as before). Polls of an idle server
+    # run no lookup; whatever was committed before this request started is seen (db.py, refresh_row_cache).
+    cached = isinstance(ctx.db, SqliteDatabase)
+    if isinstance(ctx.db, SqliteDatabase):
+        ctx.db.refresh_row_cache()
+    principal = await authenticate(ctx, request, bucket, cached=cached)
     body = await read_json_object(request, ctx.settings.max_body_bytes)
     model = require_string(body, "model")
     queue_id = require_string(body, "queue_id")
-    job = await ctx.store.get(queue_id)
+    job = await ctx.store.get(queue_id, cached=cached)
     known = ctx.catalog.get(model)  # a Wan 3.0 dotted alias names the same model
     if job is None or job.account_id != principal.account_id or job.model != (known.id if known else model):
         raise media_not_found()

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from sqlalchemy import Connection, Select, Update, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, Select, Update, and_, bindparam, insert, literal, or_, select, update
 from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
 
 from vidgate.accounts.ledger import charge_for_job, refund_job
-from vidgate.db import Database, PreparedQuery, jobs
+from vidgate.db import Database, PreparedQuery, SqliteDatabase, job_events, jobs
 from vidgate.jobs.states import JobStatus, sources_of
 
 
@@ -46,12 +47,17 @@ class Job:
     media_key: str | None
     media_deleted: bool
     download_revoked: bool
+    resolution: str | None = None
+    cancel_requested: bool = False
+    idempotency_key: str | None = None
+    request_sha256: str | None = None
+    webhook_url: str | None = None
 
     @classmethod
     def from_row(cls, row: Row[Any] | dict[str, Any]) -> Job:
         data = dict(row) if isinstance(row, dict) else dict(row._mapping)
         data["status"] = JobStatus(data["status"])
-        for flag in ("private", "media_deleted", "download_revoked"):
+        for flag in ("private", "media_deleted", "download_revoked", "cancel_requested"):
             data[flag] = bool(data[flag])
         return cls(**data)
 
@@ -96,7 +102,9 @@ def transition(to: JobStatus, *conditions: Any) -> Update:
     return update(jobs).where(jobs.c.status.in_(sources_of(to)), *conditions).values(status=to.value)
 
 
-_HEARTBEAT = update(jobs).where(_HELD).values(lease_expires_at=bindparam("expires"), progress=bindparam("progress"))
+# A job the client asked to cancel gets no more heartbeats: the worker learns it must stop (see heartbeat).
+_HEARTBEAT = update(jobs).where(_HELD, jobs.c.cancel_requested.is_(False)).values(
+    lease_expires_at=bindparam("expires"), progress=bindparam("progress"))
 
 
 @dataclass(frozen=True)
@@ -129,29 +137,53 @@ class JobStore:
 
     async def create_paid_job(
         self, *, account_id: str, model: str, request: dict[str, Any], engine: str, price_micros: int,
-        private: bool,
-    ) -> str:
-        """Charge the account and store the job, in one transaction: no unpaid job, no jobless charge."""
+        private: bool, resolution: str | None = None, idempotency: Idempotency | None = None,
+        webhook_url: str | None = None,
+    ) -> Queued:
+        """Charge the account and store the job, in one transaction: no unpaid job, no jobless charge.
+
+        With an idempotency key already used by this account: the same body gets that job back, charged once
+        (nothing is written); another body raises IdempotencyConflict. Two requests with a new key racing on
+        PostgreSQL: the loser's transaction hits the unique index, is rolled back whole, and finds the winner's."""
         job_id = str(uuid.uuid4())
         values = dict.fromkeys(jobs.columns.keys())
         values.update({
             "id": job_id, "account_id": account_id, "model": model, "status": JobStatus.QUEUED.value,
             "request_json": json.dumps(request), "engine": engine, "price_micros": price_micros, "private": private,
             "created_at": time.time(), "attempts": 0, "progress": 0.0, "media_deleted": False,
-            "download_revoked": False,
+            "download_revoked": False, "resolution": resolution, "cancel_requested": False,
+            "idempotency_key": idempotency.key if idempotency else None,
+            "request_sha256": idempotency.body_sha256 if idempotency else None, "webhook_url": webhook_url,
         })
 
-        def create(conn: Connection) -> None:
+        def create(conn: Connection) -> Queued:
+            if idempotency is not None and (earlier := idempotent_replay(conn, account_id, idempotency)):
+                return earlier
             charge_for_job(conn, account_id, job_id, price_micros)
             _INSERT.execute(conn, values)
+            record_event(conn, job_id, "queued", account_id=account_id)
             self.db.announce_job(conn)
+            return Queued(job_id, replayed=False)
 
-        await self.db.write(create)
-        return job_id
+        try:
+            return await self.db.write(create)
+        except IntegrityError:
+            if idempotency is None:
+                raise
+            return await self.db.write(create)
 
-    async def get(self, job_id: str) -> Job | None:
-        row = await self.db.read(lambda conn: _GET_FAST.first(conn, {"job_id": job_id}))
-        return Job.from_row(row) if row else None
+    async def get(self, job_id: str, *, cached: bool = False) -> Job | None:
+        """The job, or None. `cached` (the retrieve poll, on SQLite, after `db.refresh_row_cache()` in the same
+        request): from the process's poll cache, so an idle server answers polls without a lookup; a commit
+        anywhere empties that cache first (db.py)."""
+
+        def read(conn: Connection) -> Job | None:
+            row = _GET_FAST.first(conn, {"job_id": job_id})
+            return Job.from_row(row) if row else None
+
+        if cached and isinstance(self.db, SqliteDatabase):
+            return self.db.read_cached(("job", job_id), read)
+        return await self.db.read(read)
 
     async def claim_next(self, owner: str, lease_seconds: float, max_attempts: int,
                          scope: ClaimScope | None = None) -> Claim | None:
@@ -165,6 +197,7 @@ class JobStore:
         def claim(conn: Connection) -> Claim | None:
             now = time.time()
             _fail_exhausted(conn, now, max_attempts)
+            _cancel_abandoned(conn, now)
             candidate = conn.execute(query, {"now": now}).first()
             if candidate is None:
                 return None
@@ -177,14 +210,24 @@ class JobStore:
                     started_at=candidate.started_at or now, progress=0.0,
                 )
             )
+            record_event(conn, candidate.id, "running")
             return Claim(Job.from_row(conn.execute(_GET, {"job_id": candidate.id}).one()), token)
 
         return await self.db.write(claim)
 
     async def heartbeat(self, job_id: str, token: str, lease_seconds: float, progress: float) -> bool:
-        """Extend the lease and record progress; False means the lease was lost and the render must stop."""
+        """Extend the lease and record progress; False means the render must stop: the lease was lost, or the
+        client canceled the job (which this heartbeat then settles: canceled and refunded, see `cancel`)."""
         params = {"job_id": job_id, "token": token, "expires": time.time() + lease_seconds, "progress": progress}
-        return await self.db.write(lambda conn: conn.execute(_HEARTBEAT, params).rowcount == 1)
+
+        def beat(conn: Connection) -> bool:
+            if conn.execute(_HEARTBEAT, params).rowcount == 1:
+                record_event(conn, job_id, "progress")
+                return True
+            _cancel_and_refund(conn, job_id, token, "canceled by the client while running")
+            return False
+
+        return await self.db.write(beat)
 
     async def complete(self, job_id: str, token: str, media_key: str) -> bool:
         def complete(conn: Connection) -> bool:
@@ -199,7 +242,10 @@ class JobStore:
                 ),
                 {"job_id": job_id, "token": token},
             )
-            return result.rowcount == 1
+            if result.rowcount != 1:
+                return False
+            record_event(conn, job_id, "completed")
+            return True
 
         return await self.db.write(complete)
 
@@ -209,9 +255,12 @@ class JobStore:
 
         def fail(conn: Connection) -> JobStatus | None:
             held = {"job_id": job_id, "token": token}
-            row = conn.execute(select(jobs.c.attempts).where(_HELD), held).first()
+            row = conn.execute(select(jobs.c.attempts, jobs.c.cancel_requested).where(_HELD), held).first()
             if row is None:
                 return None  # the lease is gone; whoever holds the job now decides
+            if row.cancel_requested:
+                _cancel_and_refund(conn, job_id, token, "canceled by the client while running")
+                return JobStatus.CANCELED
             if retryable and row.attempts < max_attempts:
                 conn.execute(
                     transition(JobStatus.QUEUED, _HELD).values(
@@ -219,6 +268,7 @@ class JobStore:
                     ),
                     held,
                 )
+                record_event(conn, job_id, "queued")
                 return JobStatus.QUEUED
             _fail_and_refund(conn, job_id, token, error)
             return JobStatus.FAILED
@@ -232,16 +282,6 @@ class JobStore:
     async def revoke_download(self, job_id: str) -> None:
         await self.db.write(lambda conn: conn.execute(
             update(jobs).where(jobs.c.id == job_id).values(download_revoked=True)))
-
-    async def recent_execution_ms(self, model: str, limit: int = 200) -> list[int]:
-        query = (
-            select(jobs.c.execution_ms)
-            .where(jobs.c.model == model, jobs.c.status == JobStatus.COMPLETED.value,
-                   jobs.c.execution_ms.is_not(None))
-            .order_by(jobs.c.finished_at.desc())
-            .limit(limit)
-        )
-        return await self.db.read(lambda conn: [r.execution_ms for r in conn.execute(query)])
 
 
 def _fail_exhausted(conn: Connection, now: float, max_attempts: int) -> None:
@@ -270,14 +310,106 @@ def _fail_and_refund(conn: Connection, job_id: str, token: str | None, error: st
         )
     ).rowcount
     # On PostgreSQL another worker may have failed it between our read and our update: refund only our own.
-    if failed == 1 and row.price_micros:
-        refund_job(conn, row.account_id, job_id, row.price_micros, note=f"refund: {error}"[:500])
+    if failed == 1:
+        record_event(conn, job_id, "failed", account_id=row.account_id)
+        if row.price_micros:
+            refund_job(conn, row.account_id, job_id, row.price_micros, note=f"refund: {error}"[:500])
 
 
-def p80(values: list[int]) -> int | None:
-    """The 80th percentile (nearest rank) of past execution times."""
-    if not values:
+def _cancel_and_refund(conn: Connection, job_id: str, token: str | None, reason: str) -> bool:
+    """Cancel the job (queued; or running, held by `token` or by nobody) and refund it in full, with its event:
+    vidgate's cancellation policy is that a job that did not finish costs nothing."""
+    conditions = [jobs.c.id == job_id, jobs.c.status.in_(sources_of(JobStatus.CANCELED))]
+    if token is not None:
+        conditions += [jobs.c.lease_token == token, jobs.c.cancel_requested.is_(True)]
+    row = conn.execute(select(jobs.c.account_id, jobs.c.price_micros).where(*conditions)).first()
+    if row is None:
+        return False
+    canceled = conn.execute(
+        transition(JobStatus.CANCELED, *conditions).values(
+            finished_at=time.time(), error=reason, lease_token=None, lease_expires_at=None, cancel_requested=True,
+        )
+    ).rowcount
+    if canceled != 1:
+        return False
+    record_event(conn, job_id, "canceled", account_id=row.account_id)
+    if row.price_micros:
+        refund_job(conn, row.account_id, job_id, row.price_micros, note="refund: canceled")
+    return True
+
+
+def _cancel_abandoned(conn: Connection, now: float) -> None:
+    """Jobs canceled while running whose worker died before it could stop: canceled and refunded now."""
+    rows = conn.execute(select(jobs.c.id).where(
+        jobs.c.status == JobStatus.PROCESSING.value, jobs.c.cancel_requested.is_(True),
+        jobs.c.lease_expires_at < now,
+    )).all()
+    for row in rows:
+        _cancel_and_refund(conn, row.id, None, "canceled by the client while running")
+
+
+class JobFinished(Exception):
+    """Cancel of a job that is already completed, failed or canceled."""
+
+    def __init__(self, status: JobStatus) -> None:
+        super().__init__(status.value)
+        self.status = status
+
+
+def cancel_job(conn: Connection, job_id: str, account_id: str) -> JobStatus | None:
+    """The client's cancel: a queued job is canceled and refunded at once; a running one is marked, and its
+    worker stops at its next heartbeat (a few seconds), cancels and refunds it (or, should the worker be dead,
+    the next claim does once its lease ran out). None: no such job of this account."""
+    row = conn.execute(select(jobs.c.status).where(jobs.c.id == job_id, jobs.c.account_id == account_id)).first()
+    if row is None:
         return None
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * 80 // 100))  # ceil(0.8 n)
-    return ordered[rank - 1]
+    status = JobStatus(row.status)
+    if status is JobStatus.QUEUED and _cancel_and_refund(conn, job_id, None, "canceled by the client"):
+        return JobStatus.CANCELED
+    if status is JobStatus.PROCESSING:
+        conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == JobStatus.PROCESSING.value)
+                     .values(cancel_requested=True))
+        return JobStatus.PROCESSING
+    raise JobFinished(status)
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """A client's Idempotency-Key and the SHA-256 of the body it came with."""
+
+    key: str
+    body_sha256: str
+
+
+@dataclass(frozen=True)
+class Queued:
+    job_id: str
+    replayed: bool  # an earlier request with the same Idempotency-Key made it
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used before with another body."""
+
+
+def idempotent_replay(conn: Connection, account_id: str, idempotency: Idempotency) -> Queued | None:
+    row = conn.execute(
+        select(jobs.c.id, jobs.c.request_sha256)
+        .where(jobs.c.account_id == account_id, jobs.c.idempotency_key == idempotency.key)
+    ).first()
+    if row is None:
+        return None
+    if row.request_sha256 != idempotency.body_sha256:
+        raise IdempotencyConflict(idempotency.key)
+    return Queued(row.id, replayed=True)
+
+
+def record_event(conn: Connection, job_id: str, kind: str, *, account_id: str | None = None) -> None:
+    """Append to the job's event log (read by the SSE streams and webhooks), inside the caller's transaction."""
+    if account_id is not None:
+        conn.execute(insert(job_events).values(job_id=job_id, account_id=account_id, kind=kind,
+                                               created_at=time.time()))
+        return
+    conn.execute(insert(job_events).from_select(
+        ["job_id", "account_id", "kind", "created_at"],
+        select(jobs.c.id, jobs.c.account_id, literal(kind), literal(time.time())).where(jobs.c.id == job_id),
+    ))

@@ -11,13 +11,28 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from vidgate.errors import ServiceUnavailable
+
 
 class StorageConfigError(RuntimeError):
     """The storage settings cannot work (unknown scheme, bucket missing or unreachable); names the setting."""
 
 
+class StorageUnavailable(ServiceUnavailable):
+    """503: the storage service cannot be reached now (down, restarting, overloaded). Every storage call may be
+    repeated (an upload replaces, a delete of a missing object succeeds), so the client retries after
+    `Retry-After`; the node reconnects by itself."""
+
+    code = "STORAGE_UNAVAILABLE"
+
+    def __init__(self, message: str = "The video storage is unavailable; retry shortly") -> None:
+        super().__init__(message, headers={"Retry-After": "5"})
+
+
 @runtime_checkable
 class Storage(Protocol):
+    """Every method may raise StorageUnavailable (a 503 for an API request) when the service cannot be reached."""
+
     def put_file(self, key: str, source: Path) -> None:
         """Move (or upload, then remove) a finished file into storage under `key`; readers see all of it or
         nothing. Blocking: call it from a thread in async code."""
@@ -26,6 +41,9 @@ class Storage(Protocol):
         """Remove the object; a missing one is not an error. Blocking."""
 
     def exists(self, key: str) -> bool: ...
+
+    def keys_with_prefix(self, prefix: str) -> list[str]:
+        """The keys of the objects whose key starts with `prefix` (a job's attempts: `<job id>-`). Blocking."""
 
     def size(self, key: str) -> int | None:
         """The object's size in bytes, or None if it does not exist. Blocking."""

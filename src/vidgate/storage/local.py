@@ -36,6 +36,10 @@ class LocalStorage:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def keys_with_prefix(self, prefix: str) -> list[str]:
+        check_key(prefix)
+        return sorted(path.name for path in self.root.glob(f"{prefix}*") if path.is_file())
+
     def size(self, key: str) -> int | None:
         try:
             return self._path(key).stat().st_size

@@ -4,6 +4,10 @@
 standard AWS variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, AWS_PROFILE, ...),
 which boto3 reads itself. Uploads stream from the file with boto3's managed (multipart) transfer; downloads
 are ranged GETs streamed in chunks. Every method blocks: async callers run them in a thread.
+
+An endpoint that cannot be reached, or answers 5xx (after boto3's own retries), is StorageUnavailable: a 503
+with Retry-After for the API's client, not a 500. Errors that an operator must fix (credentials, permissions, a
+missing bucket) are raised as they are.
 """
 
 from __future__ import annotations
@@ -13,12 +17,36 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from vidgate.storage.base import StorageConfigError
+from vidgate.storage.base import StorageConfigError, StorageUnavailable
 from vidgate.storage.local import check_key
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 MULTIPART_CHUNK_SIZE = 8 * 1024 * 1024
 READ_CHUNK_SIZE = 1024 * 1024
+
+
+def is_outage(exc: BaseException | None) -> bool:
+    """The service is not there now: refused, reset or timed out, or a 5xx (503 SlowDown, 500 InternalError)."""
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import ClientError, HTTPClientError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+
+    if isinstance(exc, S3UploadFailedError):  # boto3's transfer manager wraps the service's ClientError in it
+        return is_outage(exc.__cause__ or exc.__context__)
+    if isinstance(exc, ClientError):
+        return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)) >= 500
+    return isinstance(exc, BotoConnectionError | HTTPClientError)
+
+
+@contextlib.contextmanager
+def service_errors() -> Iterator[None]:
+    """Raise an outage as StorageUnavailable; let every other error through as it is."""
+    try:
+        yield
+    except Exception as exc:
+        if is_outage(exc):
+            raise StorageUnavailable() from exc
+        raise
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -70,18 +98,21 @@ class S3Storage:
 
     def put_file(self, key: str, source: Path) -> None:
         """Upload (multipart above MULTIPART_THRESHOLD, streamed from the file), then remove the source."""
-        self.client.upload_file(str(source), self.bucket, self.object_key(key),
-                                ExtraArgs={"ContentType": "video/mp4"}, Config=self.transfer_config)
+        with service_errors():
+            self.client.upload_file(str(source), self.bucket, self.object_key(key),
+                                    ExtraArgs={"ContentType": "video/mp4"}, Config=self.transfer_config)
         source.unlink(missing_ok=True)
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
+        with service_errors():
+            self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
 
     def size(self, key: str) -> int | None:
         from botocore.exceptions import ClientError
 
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=self.object_key(key))
+            with service_errors():
+                head = self.client.head_object(Bucket=self.bucket, Key=self.object_key(key))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
@@ -91,11 +122,25 @@ class S3Storage:
     def exists(self, key: str) -> bool:
         return self.size(key) is not None
 
+    def keys_with_prefix(self, prefix: str) -> list[str]:
+        start = self.object_key(prefix)
+        strip = len(start) - len(prefix)  # our key prefix (`videos/`) is not part of the storage key
+        keys: list[str] = []
+        with service_errors():
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start):
+                keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+        return sorted(keys)
+
     def iter_range(self, key: str, start: int, end: int) -> Iterator[bytes]:
-        response = self.client.get_object(Bucket=self.bucket, Key=self.object_key(key), Range=f"bytes={start}-{end}")
+        # The response has started by the time this runs (delivery streams it), so an outage here cuts the
+        # transfer short rather than answering 503; it is raised as one all the same, for any other caller.
+        with service_errors():
+            response = self.client.get_object(Bucket=self.bucket, Key=self.object_key(key),
+                                              Range=f"bytes={start}-{end}")
         body = response["Body"]
         try:
-            yield from body.iter_chunks(READ_CHUNK_SIZE)
+            with service_errors():
+                yield from body.iter_chunks(READ_CHUNK_SIZE)
         finally:
             with contextlib.suppress(Exception):
                 body.close()
