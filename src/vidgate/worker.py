@@ -6,7 +6,11 @@ priority than the API, and sleeps on a wake-up socket while there is nothing to 
 A database that goes away for a while (PostgreSQL restarting, failing over) does not stop a worker: it keeps
 rendering through missed heartbeats, waits for the database before recording a job's outcome, and claims again
 once it answers. If the outage outlasts the lease, another worker re-claims the job and this one's next
-heartbeat says so. A completion whose commit's answer was lost is settled by reading the job back.
+heartbeat says so. A completion whose commit's answer was lost is settled by reading the job back. Likewise a
+storage outage: a finished video waits, still leased, until it can be uploaded.
+
+Every attempt uploads under a key of its own (`<job id>-<lease token>.mp4`), so a worker that died between its
+upload and its completion leaves an object no job names; the attempt that finishes the job removes it.
 """
 
 from __future__ import annotations

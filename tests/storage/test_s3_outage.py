@@ -102,12 +102,16 @@ class Gate:
                     sock.shutdown(socket.SHUT_RDWR)
 
 
-@pytest.fixture
-def gate(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gate]:  # noqa: F811
+@pytest.fixture(autouse=True)
+def fake_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     for name, value in FAKE_AWS.items():
         monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def gate(moto_endpoint: str) -> Iterator[Gate]:  # noqa: F811
     port = urlsplit(moto_endpoint).port
     assert port is not None
     forwarder = Gate(port)

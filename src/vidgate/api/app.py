@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
-from vidgate.api import consents, delivery, jobs, models, video, x402
+from vidgate.api import consents, delivery, events, jobs, models, video, x402
 from vidgate.api.context import AppContext
 from vidgate.api.http import JSONResponse, ResponseHeadersMiddleware, error_response
 from vidgate.errors import InferenceFailed, VidgateError
@@ -35,6 +35,7 @@ def create_app(settings: Settings) -> FastAPI:
             await asyncio.wait(pending, timeout=ctx.settings.x402_settle_timeout_seconds)
         await ctx.fetcher.aclose()
         await ctx.limiter.aclose()
+        await ctx.hub.close()
         ctx.db.dispose()
 
     app = FastAPI(title="vidgate", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
@@ -66,7 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
     # The API's routes are plain Starlette routes, first in the app's route list: they parse their own
     # bodies (Venice's error shapes), and retrieve is polled constantly, so FastAPI's per-request
     # dependency solving and nested-router matching are cost without benefit there (bench/RESULTS.md).
-    app.router.routes[:0] = [*video.routes, *jobs.routes, *delivery.routes, *models.routes, *x402.routes,
-                             *consents.routes]
+    app.router.routes[:0] = [*video.routes, *jobs.routes, *events.routes, *delivery.routes, *models.routes,
+                             *x402.routes, *consents.routes]
     app.add_middleware(ResponseHeadersMiddleware)
     return app

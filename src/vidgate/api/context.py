@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from vidgate.api.eventhub import EventHub
 from vidgate.api.ratelimit import RateLimiter, rate_limiter_from_settings
 from vidgate.catalog.models import Catalog, ModelSpec
 from vidgate.catalog.pricing import PriceTable
@@ -38,6 +39,7 @@ class AppContext:
     signer: DeliveryUrlSigner
     limiter: RateLimiter
     fetcher: GuardedFetcher
+    hub: EventHub
     _estimator: tuple[float, Estimator] | None = None
 
     @classmethod
@@ -51,6 +53,7 @@ class AppContext:
             settings=settings,
             db=db,
             store=JobStore(db),
+            hub=EventHub(db),
             catalog=served.catalog,
             prices=served.prices,
             routes=served.routes,

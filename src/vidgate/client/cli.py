@@ -165,11 +165,13 @@ def quote(
 @commands.command(rich_help_panel=PANEL)
 def models(url: UrlOption = None, api_key: KeyOption = None) -> None:
     """The video models the server offers."""
-    from rich.table import Table
+    from rich.table import Column, Table
 
     with _client(url, api_key) as client:
         listed = client.models()
-    table = Table("model", "type", "durations", "resolutions", "aspect ratios")
+    table = Table("type", "durations", "resolutions", "aspect ratios")
+    # Ids are what people copy into the next command: never cut or wrapped, the other columns give way.
+    table.columns.insert(0, Column("model", no_wrap=True, min_width=max((len(m.id) for m in listed), default=5)))
     for m in listed:
         table.add_row(m.id, m.model_type, " ".join(m.durations), " ".join(m.resolutions), " ".join(m.aspect_ratios))
     _console().print(table)
@@ -205,13 +207,14 @@ def jobs(
     api_key: KeyOption = None,
 ) -> None:
     """Your jobs, newest first."""
-    from rich.table import Table
+    from rich.table import Column, Table
 
     with _client(url, api_key) as client:
         page = client.jobs(status=status, model=model, limit=limit, cursor=cursor)
-    table = Table("queue id", "model", "status", "progress", "price (USD)", "created")
+    table = Table(Column("queue id", no_wrap=True, min_width=36), Column("status", no_wrap=True, min_width=9),
+                  Column("progress", no_wrap=True), Column("model", overflow="fold"), "price (USD)", "created")
     for job in page.data:
-        table.add_row(job.queue_id, job.model, job.status, f"{job.progress:.0f}%", f"{job.price_usd:.2f}",
+        table.add_row(job.queue_id, job.status, f"{job.progress:.0f}%", job.model, f"{job.price_usd:.2f}",
                       job.created_at.strftime("%Y-%m-%d %H:%M:%S") if job.created_at else "")
     _console().print(table)
     if page.has_more and page.next_cursor:

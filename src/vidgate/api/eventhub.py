@@ -1,0 +1,79 @@
+"""One per API process: reads the job event log (every job change writes it, in the same transaction, on any API
+node or worker) and fans each new event out to the live streams that follow that job or account. One reader
+however many streams are open; it reads only while someone listens."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Iterator
+
+from vidgate.db import Database
+from vidgate.jobs.events import JobEvent, events_after, newest_event_id
+
+log = logging.getLogger("vidgate.events")
+
+POLL_SECONDS = 0.25  # how often the hub reads the log while anyone is listening
+MAX_BACKLOG = 1000  # events queued for one slow stream before it is closed (its client resumes by id)
+
+
+class Subscription:
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[JobEvent | None] = asyncio.Queue(MAX_BACKLOG)
+
+    def deliver(self, event: JobEvent | None) -> bool:
+        try:
+            self.queue.put_nowait(event)
+            return True
+        except asyncio.QueueFull:
+            return False
+
+
+class EventHub:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._followers: defaultdict[tuple[str, str], set[Subscription]] = defaultdict(set)
+        self._task: asyncio.Task[None] | None = None
+        self._last_id = 0
+
+    @contextlib.contextmanager
+    def follow(self, kind: str, key: str) -> Iterator[Subscription]:
+        """Receive the events of a job (`kind` "job") or an account ("account") while inside."""
+        subscription = Subscription()
+        self._followers[(kind, key)].add(subscription)
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._run())
+        try:
+            yield subscription
+        finally:
+            followers = self._followers.get((kind, key))
+            if followers is not None:
+                followers.discard(subscription)
+                if not followers:
+                    del self._followers[(kind, key)]
+
+    async def _run(self) -> None:
+        self._last_id = await self.db.read(newest_event_id)
+        while self._followers:
+            await asyncio.sleep(POLL_SECONDS)
+            try:
+                events = await self.db.read(lambda conn: events_after(conn, self._last_id))
+            except Exception:  # the database is away: streams stay open and catch up when it is back
+                log.warning("event hub: could not read the job event log", exc_info=True)
+                continue
+            for event in events:
+                self._last_id = event.id
+                for key in (("job", event.job_id), ("account", event.account_id)):
+                    for subscription in list(self._followers.get(key, ())):
+                        if not subscription.deliver(event):
+                            self._followers[key].discard(subscription)
+                            subscription.queue = asyncio.Queue(1)
+                            subscription.deliver(None)  # too slow: close it
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task

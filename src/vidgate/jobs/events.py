@@ -1,0 +1,50 @@
+"""Reading the job event log (`job_events`, written by jobs/store.py in the transaction of each change)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, func, select
+
+from vidgate.db import job_events
+
+FINAL_KINDS = frozenset({"completed", "failed", "canceled"})
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    id: int
+    job_id: str
+    account_id: str
+    kind: str  # queued | running | progress | completed | failed | canceled
+    created_at: float
+
+    @property
+    def is_final(self) -> bool:
+        return self.kind in FINAL_KINDS
+
+
+def events_after(conn: Connection, after_id: int, *, job_id: str | None = None, account_id: str | None = None,
+                 limit: int = 1000) -> list[JobEvent]:
+    """Events newer than `after_id`, oldest first: all of them, or one job's, or one account's."""
+    query = select(job_events).where(job_events.c.id > after_id)
+    if job_id is not None:
+        query = query.where(job_events.c.job_id == job_id)
+    if account_id is not None:
+        query = query.where(job_events.c.account_id == account_id)
+    rows = conn.execute(query.order_by(job_events.c.id).limit(limit))
+    return [JobEvent(row.id, row.job_id, row.account_id, row.kind, row.created_at) for row in rows]
+
+
+def latest_event(conn: Connection, *, job_id: str | None = None, account_id: str | None = None) -> JobEvent | None:
+    query = select(job_events)
+    if job_id is not None:
+        query = query.where(job_events.c.job_id == job_id)
+    if account_id is not None:
+        query = query.where(job_events.c.account_id == account_id)
+    row = conn.execute(query.order_by(job_events.c.id.desc()).limit(1)).first()
+    return JobEvent(row.id, row.job_id, row.account_id, row.kind, row.created_at) if row else None
+
+
+def newest_event_id(conn: Connection) -> int:
+    return int(conn.execute(select(func.coalesce(func.max(job_events.c.id), 0))).scalar_one())
