@@ -7,15 +7,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
-from collections.abc import Iterator
+from collections import OrderedDict, defaultdict
+from collections.abc import Awaitable, Callable, Iterator
 
 from vidgate.db import Database
 from vidgate.jobs.events import JobEvent, events_after, newest_event_id
 
 log = logging.getLogger("vidgate.events")
 
-POLL_SECONDS = 0.25  # how often the hub reads the log while anyone is listening
+POLL_SECONDS = 0.1  # how often the hub reads the log while anyone is listening (one indexed query)
+FRAMES_KEPT = 256  # rendered events kept for the streams still to send them
 MAX_BACKLOG = 1000  # events queued for one slow stream before it is closed (its client resumes by id)
 
 
@@ -37,6 +38,23 @@ class EventHub:
         self._followers: defaultdict[tuple[str, str], set[Subscription]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self._last_id = 0
+        self._frames: OrderedDict[tuple[int, str], asyncio.Future[bytes]] = OrderedDict()
+        self._wake = asyncio.Event()
+
+    def poke(self) -> None:
+        """This process just committed a job change: read the log now rather than at the next poll."""
+        self._wake.set()
+
+    async def frame(self, event: JobEvent, variant: str, render: Callable[[], Awaitable[bytes]]) -> bytes:
+        """The event as sent, rendered once however many streams send it (`variant`: what else the bytes depend
+        on, the base URL of download links)."""
+        key = (event.id, variant)
+        pending = self._frames.get(key)
+        if pending is None:
+            pending = self._frames[key] = asyncio.ensure_future(render())
+            while len(self._frames) > FRAMES_KEPT:
+                self._frames.popitem(last=False)
+        return await asyncio.shield(pending)
 
     @contextlib.contextmanager
     def follow(self, kind: str, key: str) -> Iterator[Subscription]:
@@ -57,7 +75,9 @@ class EventHub:
     async def _run(self) -> None:
         self._last_id = await self.db.read(newest_event_id)
         while self._followers:
-            await asyncio.sleep(POLL_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+            self._wake.clear()
             try:
                 events = await self.db.read(lambda conn: events_after(conn, self._last_id))
             except Exception:  # the database is away: streams stay open and catch up when it is back

@@ -52,9 +52,12 @@ async def sse_stream(request: Request, subscription: Subscription, missed: list[
     sent = 0
 
     async def frame(event: JobEvent) -> bytes:
-        job = await ctx.store.get(event.job_id)
-        data = orjson.dumps(await view_of(ctx, request, job)) if job else b"{}"
-        return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.id, event.kind.encode(), data)
+        async def render() -> bytes:
+            job = await ctx.store.get(event.job_id)
+            data = orjson.dumps(await view_of(ctx, request, job)) if job else b"{}"
+            return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.id, event.kind.encode(), data)
+
+        return await ctx.hub.frame(event, str(request.base_url), render)
 
     yield b"retry: 2000\n\n"
     for event in missed:

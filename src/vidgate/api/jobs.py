@@ -70,6 +70,7 @@ async def cancel(request: Request) -> JSONResponse:
                        "be canceled", code="JOB_FINISHED") from None
     if outcome is None:
         raise media_not_found()
+    ctx.hub.poke()
     return JSONResponse(await view_of(ctx, request, await own_job(ctx, request, principal.account_id)))
 
 

@@ -50,6 +50,7 @@ from vidgate.jobs.states import JobStatus, public_error, wire_status
 from vidgate.jobs.store import Idempotency, IdempotencyConflict, Job, idempotent_replay
 from vidgate.jobs.wakeup import notify_workers
 from vidgate.storage.base import Storage
+from vidgate.webhooks.targets import vetted_target
 
 
 def ctx_of(request: Request) -> AppContext:
@@ -161,6 +162,7 @@ async def queue_video(request: Request) -> JSONResponse:
             account_id=principal.account_id, model=spec.id, request=payload.to_json(), engine=spec.engine,
             price_micros=price.micros, private=spec.download_url, resolution=req.resolution,
             idempotency=idempotency,
+            webhook_url=await vetted_target(ctx.fetcher, body.get("webhook_url"), field="webhook_url"),
         )
     except IdempotencyConflict:
         if prepared is not None:
@@ -177,6 +179,7 @@ async def queue_video(request: Request) -> JSONResponse:
         prepared.discard()
     if not queued.replayed:
         notify_workers(ctx.settings.wake_dir)
+        ctx.hub.poke()
     return queued_answer(ctx, request, spec, req.model_echo, queued.job_id)
 
 
