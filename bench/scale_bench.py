@@ -1,28 +1,35 @@
 """Scale-out benchmarks: PostgreSQL with several API processes against the embedded SQLite default.
 
-Sections (each measures the compared sides in the same run, alternating, `--rounds` times):
+Sections (each measures the compared sides in the same run, alternating, `--rounds` times; values are means):
 
-1. `ingest`: POST /api/v1/video/queue from 64 keep-alive clients (the asyncio generator of `api_bench.py`, clients
-   spread over the API ports), then POST /api/v1/video/retrieve polling a QUEUED job with two `wrk -t1 -c16`
-   processes at once (one per API port; both on the one port for a single API). Sides: SQLite with one
-   `vidgate serve --no-workers`, PostgreSQL with two (the target: PostgreSQL ≥ 0.5 of SQLite's rate), and, for
-   context, PostgreSQL with the load on one of its two processes. No workers: jobs just queue. Every answer
-   must be 200 and every queue_id answered must be stored once.
+1. `ingest`: POST /api/v1/video/queue from 64 keep-alive clients for `--duration` s (the asyncio generator of
+   `api_bench.py`, clients spread over the API ports), then POST /api/v1/video/retrieve polling a QUEUED job with
+   two `wrk -t1 -c16` processes at once (one per API port; both on the one port for a single API). Sides: SQLite
+   with one `vidgate serve --no-workers`, PostgreSQL with two (target: PostgreSQL ≥ 0.5 of SQLite's rate); for
+   context, PostgreSQL with the load on one of its two processes, and both backends with the clients spread over
+   `--accounts` accounts instead of one. No workers: jobs just queue. Every answer must be 200 and every
+   queue_id answered stored once. The CPU time of the API processes and of every PostgreSQL process over each
+   load run (/proc/<pid>/stat) is divided by the requests served: where a request's CPU goes.
 2. `latency`: queue→start with two idle `vidgate worker` processes (VIDGATE_IDLE_POLL_SECONDS=30, so wake-ups
-   are measured, not polling): jobs queued one at a time, alternately on PostgreSQL (LISTEN/NOTIFY) and SQLite
-   (wake socket), each left to finish before a pause. `started_at` (jobs table) minus the moment the client had
-   the queue answer (200), and minus the row's `created_at`. Target: p50 < 50 ms.
-3. `million`: retrieve of random existing jobs in a table of 1,000,000 rows against one of 1,000 rows (target:
-   p50 ratio ≤ 1.2): sequential keep-alive requests (p50/p99), then `wrk` with a random job per request. The
-   tables are built once (SQLite: executemany in one transaction; PostgreSQL: INSERT ... SELECT
-   generate_series) and cached under `--cache-dir` (a persistent PostgreSQL cluster is kept there, stopped).
+   are measured, not polling): `--jobs` jobs queued one at a time, alternately on PostgreSQL (LISTEN/NOTIFY) and
+   SQLite (wake socket), each left to finish, then `--gap` s of pause. `started_at` (jobs table) minus the moment
+   the client had the 200 (negative: the job started before the answer reached the client), and minus the row's
+   `created_at`. Target: p50 < 50 ms.
+3. `million`: retrieve of random existing jobs in a table of `--rows` (1,000,000) rows against one of 1,000
+   (target: p50 ratio ≤ 1.2), one API process each. `--requests` sequential keep-alive requests per table in
+   alternating blocks, each after an untimed commit from another connection (a busy server: nothing answered
+   from an idle server's poll cache), p50/p99; then `wrk` with a random job per request on the idle servers. The
+   tables (one account; of every 1,000 jobs 930 COMPLETED, 48 FAILED, 20 CANCELED, 1 QUEUED, 1 PROCESSING; half
+   on a private model, whose retrieve answers JSON) are built once, SQLite by executemany in one transaction,
+   PostgreSQL by INSERT ... SELECT generate_series, and cached in `--cache-dir` with the PostgreSQL cluster
+   (`tests/postgres.py`'s settings), which is kept there, stopped, between runs (`--fresh` rebuilds).
 4. `bare`: `api_bench.bench_retrieve` as it is (an idle SQLite server's retrieve polling against the bare
-   endpoint, one `wrk -t1 -c32`); reported only.
+   endpoint, one `wrk -t1 -c32`), reported only.
 
 Every process (servers, workers, wrk, the PostgreSQL cluster) is stopped on exit, errors included.
 
-Run:  .venv/bin/python bench/scale_bench.py                       (everything, ~6 min on 2 cores; +~2 min to build
-                                                                   the 1M-row tables the first time)
+Run:  .venv/bin/python bench/scale_bench.py          (about 12 min on 2 cores with --rounds 3; building the
+                                                      1M-row tables the first time adds ~2 min)
       .venv/bin/python bench/scale_bench.py --only latency --only million --duration 5
 """
 
@@ -220,6 +227,19 @@ class Deployment:
         with psycopg.connect(self.db_url, autocommit=True) as conn:
             return conn.execute(sql.replace("?", "%s"), params or None).fetchall()  # type: ignore[arg-type]
 
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[Callable[[], None]]:
+        """A function that commits one small write from the bench's own connection (a no-op UPDATE of the
+        accounts: another connection's commit, as the workers and other API processes make all the time)."""
+        sql = "UPDATE accounts SET label = label"
+        if self.db_url is None:
+            with contextlib.closing(sqlite3.connect(self.data_dir / "vidgate.db", isolation_level=None,
+                                                    timeout=30)) as db:
+                yield lambda: db.execute(sql).close()
+            return
+        with psycopg.connect(self.db_url, autocommit=True) as conn:
+            yield lambda: conn.execute(sql).close()
+
     def log_tails(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.log_tail(1500)}" for p in [*self.apis, *self.workers])
 
@@ -249,8 +269,9 @@ def deployment(name: str, work_dir: Path, db_url: str | None, apis: int, workers
     dep = Deployment(name, data_dir, env, db_url)
     work_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
-        if db_url is not None:  # migrate once, before several processes start on the database
-            vidgate_cli(["db", "upgrade", "--data-dir", str(data_dir)], env, work_dir)
+        # Migrate once, before several processes start on the database (and a cached one built by an older
+        # vidgate is brought to this one's schema).
+        vidgate_cli(["db", "upgrade", "--data-dir", str(data_dir)], env, work_dir, timeout=600)
         for i in range(apis):
             port = api_bench.free_port()
             cmd = [*api_bench.vidgate_command(), "serve", "--no-workers", "--host", HOST, "--port", str(port),
@@ -454,9 +475,12 @@ def wrk_many(ports: list[int], path: str, bodies: list[dict[str, Any]], headers:
 
 @dataclass
 class Side:
+    """One way of loading a deployment: its API ports in use, and the accounts (keys) the clients spread over."""
+
     label: str
     dep: Deployment
     ports: list[int]
+    keys: list[str]
     cluster: pgtest.PostgresCluster | None = None
 
     def meter(self) -> CpuMeter:
@@ -464,13 +488,18 @@ class Side:
 
 
 def bench_ingest(duration: float, rounds: int, cluster: pgtest.PostgresCluster, work: Path, clients: int = 64,
-                 connections: int = 32, warmup: float = 2.0) -> list[Row]:
+                 connections: int = 32, warmup: float = 2.0, accounts: int = 8) -> list[Row]:
     with contextlib.ExitStack() as stack:
         pg_url = stack.enter_context(scratch_database(cluster, "scale_ingest"))
         sq = stack.enter_context(deployment("sqlite", work / "ingest-sqlite", None, apis=1))
         pg = stack.enter_context(deployment("postgres", work / "ingest-postgres", pg_url, apis=2))
-        sides = [Side("sqlite_1api", sq, sq.ports), Side("postgres_2api", pg, pg.ports, cluster),
-                 Side("postgres_1api", pg, pg.ports[:1], cluster)]
+        many = {dep.name: [dep.key, *(create_key(dep.data_dir, dep.env, work) for _ in range(accounts - 1))]
+                for dep in (sq, pg)}
+        # The headline sides use one account, as api_bench does; the last two spread the clients over `accounts`.
+        sides = [Side("sqlite_1api", sq, sq.ports, [sq.key]), Side("postgres_2api", pg, pg.ports, [pg.key], cluster),
+                 Side("postgres_1api", pg, pg.ports[:1], [pg.key], cluster)]
+        queue_sides = [*sides, Side(f"sqlite_1api_{accounts}acct", sq, sq.ports, many["sqlite"]),
+                       Side(f"postgres_2api_{accounts}acct", pg, pg.ports, many["postgres"], cluster)]
         # CPU µs per request: (API processes, PostgreSQL), per side, per round.
         cpu: dict[tuple[str, str], list[tuple[float, float]]] = {}
         answered: dict[str, set[str]] = {"sqlite": set(), "postgres": set()}
@@ -479,8 +508,10 @@ def bench_ingest(duration: float, rounds: int, cluster: pgtest.PostgresCluster, 
         n_errors: Counter[str] = Counter()
 
         def queue_round(side: Side, seconds: float, record: bool = True) -> LoadResult:
-            targets = [(p, api_bench.raw_request(p, "/api/v1/video/queue", QUEUE_BODY, side.dep.auth))
-                       for p in side.ports]
+            # Client i sends on targets[i % len]: every (key, port) pair gets 64 / len(targets) clients.
+            targets = [(p, api_bench.raw_request(p, "/api/v1/video/queue", QUEUE_BODY,
+                                                 {"Authorization": f"Bearer {key}"}))
+                       for key in side.keys for p in side.ports]
             meter = side.meter()
             res = multi_load(targets, clients, seconds, keep_bodies=True)
             meter.stop()
@@ -495,12 +526,12 @@ def bench_ingest(duration: float, rounds: int, cluster: pgtest.PostgresCluster, 
                     answered[side.dep.name].add(json.loads(body)["queue_id"])
             return res
 
-        queue: dict[str, list[LoadResult]] = {s.label: [] for s in sides}
-        for side in sides:
+        queue: dict[str, list[LoadResult]] = {s.label: [] for s in queue_sides}
+        for side in queue_sides:
             log(f"ingest: warming up {side.label} ({warmup:.0f} s)")
             queue_round(side, warmup, record=False)
         for r in range(rounds):
-            for side in (sides if r % 2 == 0 else sides[::-1]):
+            for side in (queue_sides if r % 2 == 0 else queue_sides[::-1]):
                 res = queue_round(side, duration)
                 queue[side.label].append(res)
                 api_us, db_us = cpu[("queue", side.label)][-1]
@@ -553,39 +584,47 @@ def bench_ingest(duration: float, rounds: int, cluster: pgtest.PostgresCluster, 
         log(f"ingest check {name}: {n_requests[name]} requests, {n_200[name]} answered 200, "
             f"{len(answered[name])} queue_ids, {len(stored[name])} jobs stored: {consistent[name]}")
 
-    def mean_rps(results: list[LoadResult] | list[WrkTotal]) -> float:
-        return statistics.fmean(r.rps for r in results)
+    def q_rps(label: str) -> float:
+        return statistics.fmean(r.rps for r in queue[label])
 
     def q_p99(label: str) -> float:
         return statistics.fmean(r.percentile_ms(99) for r in queue[label])
 
-    sq_q, pg_q, pg1_q = (mean_rps(queue[s.label]) for s in sides)
-    sq_p, pg_p, pg1_p = (mean_rps(polls[s.label]) for s in sides)
+    def p_rps(label: str) -> float:
+        return statistics.fmean(r.rps for r in polls[label])
+
     target = f"ratio ≥ {INGEST_TARGET_RATIO}"
+    sq_q, pg_q, sq_p, pg_p = q_rps("sqlite_1api"), q_rps("postgres_2api"), p_rps("sqlite_1api"), p_rps("postgres_2api")
+    many_sq, many_pg = f"sqlite_1api_{accounts}acct", f"postgres_2api_{accounts}acct"
     out = [
-        row(f"ingest_queue_rps PG 2 APIs vs SQLite 1 API (asyncio, {clients} clients)", pg_q, "req/s", sq_q,
-            target, pg_q / sq_q >= INGEST_TARGET_RATIO, digits=0),
-        row("ingest_queue_p99 PG 2 APIs vs SQLite", q_p99("postgres_2api"), "ms", q_p99("sqlite_1api"), None, True,
-            digits=1),
-        row("ingest_queue_rps PG 1 API vs SQLite (context)", pg1_q, "req/s", sq_q, None, True, digits=0),
-        row("ingest_queue_p99 PG 1 API vs SQLite (context)", q_p99("postgres_1api"), "ms", q_p99("sqlite_1api"),
-            None, True, digits=1),
-        row("ingest_jobs_stored (= 200 answers, both)", len(stored["postgres"]), "jobs", n_200["postgres"],
-            "equal, all 200", all(consistent.values()), digits=0),
+        row(f"ingest_queue_rps PG 2 APIs vs SQLite 1 API (asyncio, {clients} clients, 1 account)", pg_q, "req/s",
+            sq_q, target, pg_q / sq_q >= INGEST_TARGET_RATIO, digits=0),
+        row("ingest_queue_p99 PG 2 APIs vs SQLite 1 API", q_p99("postgres_2api"), "ms", q_p99("sqlite_1api"), None,
+            True, digits=1),
+        row("ingest_queue_rps PG 1 API vs SQLite 1 API (context)", q_rps("postgres_1api"), "req/s", sq_q, None,
+            True, digits=0),
+        row(f"ingest_queue_rps PG 2 APIs vs SQLite 1 API, {accounts} accounts (context)", q_rps(many_pg), "req/s",
+            q_rps(many_sq), None, True, digits=0),
+        row(f"ingest_queue_p99 PG 2 APIs vs SQLite 1 API, {accounts} accounts (context)", q_p99(many_pg), "ms",
+            q_p99(many_sq), None, True, digits=1),
+        row("ingest_jobs_stored PG (= 200 answers; SQLite checked the same)", len(stored["postgres"]), "jobs",
+            n_200["postgres"], "equal, all 200", all(consistent.values()), digits=0),
         row(f"retrieve_polling_rps PG 2 APIs vs SQLite 1 API (2 wrk x {connections // 2} conns)", pg_p, "req/s",
             sq_p, target, pg_p / sq_p >= INGEST_TARGET_RATIO, digits=0),
-        row("retrieve_polling_p99 PG 2 APIs vs SQLite", max(r.p99_ms for r in polls["postgres_2api"]), "ms",
+        row("retrieve_polling_p99 PG 2 APIs vs SQLite 1 API", max(r.p99_ms for r in polls["postgres_2api"]), "ms",
             max(r.p99_ms for r in polls["sqlite_1api"]), None, True, digits=2),
-        row("retrieve_polling_rps PG 1 API vs SQLite (context)", pg1_p, "req/s", sq_p, None, True, digits=0),
+        row("retrieve_polling_rps PG 1 API vs SQLite 1 API (context)", p_rps("postgres_1api"), "req/s", sq_p, None,
+            True, digits=0),
     ]
-    for kind in ("queue", "retrieve"):
-        pg_api, pg_db = (statistics.fmean(c[i] for c in cpu[(kind, "postgres_2api")]) for i in (0, 1))
-        sq_api = statistics.fmean(c[0] for c in cpu[(kind, "sqlite_1api")])
-        out += [
-            row(f"cpu_per_{kind} PG 2 APIs (API + PostgreSQL) vs SQLite (API)", pg_api + pg_db, "µs", sq_api, None,
-                True, digits=0),
-            row(f"cpu_per_{kind} PG: the API processes' part", pg_api, "µs", sq_api, None, True, digits=0),
-        ]
+    for kind, pg_label, sq_label in (("queue", "postgres_2api", "sqlite_1api"),
+                                     ("queue", many_pg, many_sq),
+                                     ("retrieve", "postgres_2api", "sqlite_1api")):
+        pg_api, pg_db = (statistics.fmean(c[i] for c in cpu[(kind, pg_label)]) for i in (0, 1))
+        sq_api = statistics.fmean(c[0] for c in cpu[(kind, sq_label)])
+        what = f", {accounts} accounts" if pg_label == many_pg else ""
+        out.append(row(f"cpu_per_{kind}{what}: PG 2 APIs (API processes + PostgreSQL) vs SQLite (API)",
+                       pg_api + pg_db, "µs", sq_api, None, True, digits=0))
+        out[-1]["name"] += f" [API {pg_api:,.0f} + PG {pg_db:,.0f}]"
     return out
 
 
@@ -823,21 +862,28 @@ def bench_million(duration: float, rounds: int, cluster: pgtest.PostgresCluster 
             deps[t.name] = stack.enter_context(deployment(t.name, work / f"million-{t.name}", t.db_url, apis=1,
                                                           data_dir=t.data_dir, key=t.key))
         samples = {name: sample_jobs(dep, 2000) for name, dep in deps.items()}
-        conns = {name: stack.enter_context(contextlib.closing(
-            http.client.HTTPConnection(HOST, dep.ports[0], timeout=30))) for name, dep in deps.items()}
         rng = random.Random(12)
 
         def sequential(name: str, count: int, out: list[float] | None) -> None:
-            dep, conn, jobs = deps[name], conns[name], samples[name]
-            for _ in range(count):
-                body = rng.choice(jobs)
-                t0 = time.perf_counter()
-                status, answer = api_bench.send(conn, "POST", "/api/v1/video/retrieve", body, dep.auth)
-                elapsed = time.perf_counter() - t0
-                if status != 200:
-                    raise RuntimeError(f"{name}: retrieve answered {status}: {answer[:300]!r}")
-                if out is not None:
-                    out.append(elapsed)
+            """`count` retrieves one after the other on one keep-alive connection, opened first (uvicorn drops
+            a connection idle for 5 s, as ours are while the other servers take their turn). Before each one
+            (untimed) another connection commits a write, as on a busy server: so no retrieve is answered from
+            what an idle server may keep (SQLite's poll cache, emptied by any commit), and each one looks its
+            key and job up in the table."""
+            dep, jobs = deps[name], samples[name]
+            with contextlib.closing(http.client.HTTPConnection(HOST, dep.ports[0], timeout=30)) as conn, \
+                    dep.writer() as touch:
+                conn.connect()
+                for _ in range(count):
+                    body = rng.choice(jobs)
+                    touch()
+                    t0 = time.perf_counter()
+                    status, answer = api_bench.send(conn, "POST", "/api/v1/video/retrieve", body, dep.auth)
+                    elapsed = time.perf_counter() - t0
+                    if status != 200:
+                        raise RuntimeError(f"{name}: retrieve answered {status}: {answer[:300]!r}")
+                    if out is not None:
+                        out.append(elapsed)
 
         for name in deps:
             log(f"million: warming up {name} (500 requests)")
@@ -874,7 +920,7 @@ def bench_million(duration: float, rounds: int, cluster: pgtest.PostgresCluster 
             row(f"retrieve_p99 {backend}, {rows_big:,} vs {rows_small:,} jobs (sequential)", p99_big, "ms",
                 p99_small, None, True, digits=3),
             row(f"retrieve_rps {backend}, {rows_big:,} vs {rows_small:,} jobs (2 wrk x {connections // 2}, "
-                "random jobs)", rps_big, "req/s", rps_small, None, True, digits=0),
+                "random jobs, idle server)", rps_big, "req/s", rps_small, None, True, digits=0),
         ]
     return out
 
@@ -902,6 +948,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=SECTIONS, action="append", help="run only these sections (repeatable)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of each load run (default 10)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per load comparison (default 2)")
+    parser.add_argument("--accounts", type=int, default=8,
+                        help="accounts the clients spread over in the context rows of `ingest` (default 8)")
     parser.add_argument("--jobs", type=int, default=30, help="measured jobs per side for `latency` (default 30)")
     parser.add_argument("--gap", type=float, default=0.5, help="pause after each `latency` job (default 0.5 s)")
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the big table (default 1,000,000)")
@@ -934,7 +982,7 @@ def main(argv: list[str] | None = None) -> int:
         plan: list[tuple[str, Callable[[], list[Row]]]] = []
         if cluster is not None:
             pg = cluster
-            plan += [("ingest", lambda: bench_ingest(args.duration, args.rounds, pg, work)),
+            plan += [("ingest", lambda: bench_ingest(args.duration, args.rounds, pg, work, accounts=args.accounts)),
                      ("latency", lambda: bench_latency(pg, work, samples=args.jobs, gap=args.gap))]
         plan += [
             ("million", lambda: bench_million(args.duration, args.rounds,

@@ -492,6 +492,7 @@ class SqliteDatabase(Database):
         event.listen(self._write_engine, "begin", _sqlite_begin)
         self._reader: Connection | None = None
         self._reader_raw: Any = None  # its sqlite3.Connection
+        self._version_cursor: Any = None
         self._reader_generation = 0
         self._writer = _GroupCommitWriter(self._write_engine)
         # The poll cache (refresh_row_cache / read_cached): rows as of `_row_cache_version`.
@@ -505,6 +506,7 @@ class SqliteDatabase(Database):
         if self._reader is None or self._reader.closed:
             self._reader = self._read_engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             self._reader_raw = self._reader.connection.driver_connection
+            self._version_cursor = self._reader_raw.cursor()  # reused: one cursor object less per poll
             # A new connection counts data_version from its own start: the cache's version must not match it.
             self._reader_generation += 1
         return self._reader
@@ -519,8 +521,8 @@ class SqliteDatabase(Database):
         least that new; a request that refreshes once at its start and then reads through the cache sees
         everything committed before it started."""
         self._read_connection()
-        raw = self._reader_raw
-        version = (self._reader_generation, raw.execute("PRAGMA data_version").fetchone()[0], raw.total_changes)
+        version = (self._reader_generation, self._version_cursor.execute("PRAGMA data_version").fetchone()[0],
+                   self._reader_raw.total_changes)
         if version != self._row_cache_version:
             self._row_cache.clear()
             self._row_cache_version = version

@@ -88,6 +88,14 @@ class Settings(BaseSettings):
     media_fetch_read_timeout: float = 30.0
     media_fetch_max_redirects: int = 3
 
+    # Webhooks (webhooks/, README "Webhooks"): the waits between a failed delivery attempt and the next. A
+    # delivery gets one attempt more than the list is long, then it is FAILED (a redelivery sends it again).
+    webhook_retry_seconds: list[float] = Field(default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0,
+                                                                        7200.0])
+    webhook_timeout_seconds: float = Field(default=10.0, description="for one delivery attempt, connect to answer")
+    webhook_poll_seconds: float = Field(
+        default=1.0, description="How often an API node looks for due deliveries made by other processes.")
+
     default_average_execution_ms: int = 145_000
     download_url_ttl_seconds: int = 24 * 3600
 

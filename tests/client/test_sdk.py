@@ -7,7 +7,7 @@ import asyncio
 import io
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,6 +203,8 @@ async def test_wait_follows_the_job_to_the_end_and_saves_the_mp4(sdk: Sdk, tmp_p
     seen: list[Job] = []
     waiting = asyncio.create_task(sdk.client.wait(queued.queue_id, queued.model, to=tmp_path / "fox.mp4",
                                                   on_update=seen.append, poll_interval=0.05))
+    while not seen:  # its first look is before any worker takes the job
+        await asyncio.sleep(0.01)
     await sdk.api.run_worker()
     job = await waiting
     assert job.status == "completed" and job.progress == 100 and job.media_available
@@ -315,14 +317,26 @@ def within(seconds: float, work: Callable[[], T]) -> T:
 
 def test_events_of_one_job_run_until_it_is_final_and_resume_after_an_id(server: LiveServer) -> None:
     with VidgateClient(server.base_url, server.api_key) as client:
-        queued = client.queue(**FAST)
+        queued = client.queue(**{**FAST, "duration": "10s"})  # still running when the stream opens
         events = within(60, lambda: list(client.events(queued.queue_id)))
         assert events[-1].event == "completed" and events[-1].job.status == "completed"
         assert "running" in [e.event for e in events]
         ids = [e.id for e in events]
         assert all(i is not None for i in ids) and ids == sorted(ids)
         resumed = within(60, lambda: list(client.events(queued.queue_id, last_event_id=ids[0])))
-    assert [e.id for e in resumed] == ids[1:], "Last-Event-ID resumes after that event, nothing repeated"
+    # What happened after that id, as the job's newest event (each event carries the job's whole state).
+    assert [(e.id, e.event) for e in resumed] == [(ids[-1], "completed")]
+
+
+async def test_async_events_follow_a_job_over_http(server: LiveServer) -> None:
+    async with AsyncVidgateClient(server.base_url, server.api_key) as client:
+        queued = await client.queue(**FAST)
+
+        async def follow() -> list[str]:
+            return [event.event async for event in client.events(queued.queue_id)]
+
+        kinds = await asyncio.wait_for(follow(), 60)
+    assert kinds[-1] == "completed" and kinds.count("completed") == 1
 
 
 def test_events_of_all_jobs_include_a_new_jobs_progress(server: LiveServer) -> None:
@@ -338,10 +352,59 @@ def test_events_of_all_jobs_include_a_new_jobs_progress(server: LiveServer) -> N
             for event in stream:
                 if queued and event.job.queue_id == queued[0].queue_id:
                     mine.append(event.event)
-                    if event.job.is_final:
+                    if event.is_final:
                         break
             stream.close()
             return mine
 
         mine = within(60, follow)
     assert mine[-1] == "completed" and "running" in mine
+
+
+class CutFirstEventStream(httpx.BaseTransport):
+    """Loopback HTTP, except that the first event stream breaks (a network error) right after its first event."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.requests: list[httpx.Request] = []
+        self.cut = True
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        response = self.inner.handle_request(request)
+        if not (self.cut and request.url.path.endswith("/events")):
+            return response
+        self.cut = False
+        return httpx.Response(response.status_code, headers=response.headers,
+                              stream=_BreakAfterFirstData(response.stream))  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _BreakAfterFirstData(httpx.SyncByteStream):
+    def __init__(self, inner: httpx.SyncByteStream) -> None:
+        self.inner = inner
+
+    def __iter__(self) -> Iterator[bytes]:
+        received = b""
+        for chunk in self.inner:
+            yield chunk
+            received += chunk
+            if b"data:" in received and received.endswith(b"\n\n"):
+                raise httpx.ReadError("connection reset (test)")
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_dropped_event_stream_is_reopened_from_the_last_event_id(server: LiveServer) -> None:
+    transport = CutFirstEventStream()
+    with VidgateClient(server.base_url, server.api_key, transport=transport) as client:
+        # Long enough that the job is not yet final when the first stream breaks.
+        queued = client.queue(**{**FAST, "duration": "10s"})
+        events = within(60, lambda: list(client.events(queued.queue_id)))
+    streams = [r for r in transport.requests if r.url.path.endswith("/events")]
+    assert len(streams) == 2 and "last-event-id" not in streams[0].headers
+    assert streams[1].headers["last-event-id"] == str(events[0].id)
+    assert events[-1].event == "completed" and len({e.id for e in events}) == len(events), "none repeated"

@@ -50,8 +50,11 @@ from vidgate.db import accounts, jobs, ledger, open_database, psycopg_url
 MODEL = "wan-2.5-preview-text-to-video"  # the cheapest render: 5 s of 480p, about a second or two here
 PREFIX = "videos"  # the bucket prefix: objects are `videos/<jobs.media_key>`
 LOAD_INTERVAL_S = 0.4
-# When each fault is injected, in seconds after the load starts; the load stops at LOAD_SECONDS.
-KILL_WORKER_AT, KILL_API_AT, RESTART_POSTGRES_AT, LOAD_SECONDS = 5.0, 9.0, 15.0, 25.0
+# When each fault is injected, in seconds after the load starts. PostgreSQL restarts no earlier than
+# RESTART_POSTGRES_AT and not before the processes restarted after the kills are up (a node refuses to start
+# while the database is away, by design; on a busy two-core machine a start takes ten seconds or more). The load
+# goes on until LOAD_SECONDS, and at least LOAD_AFTER_RESTART_S past the restart.
+KILL_WORKER_AT, KILL_API_AT, RESTART_POSTGRES_AT, LOAD_SECONDS, LOAD_AFTER_RESTART_S = 4.0, 7.0, 13.0, 22.0, 5.0
 DRAIN_TIMEOUT_S = 120.0
 ACCOUNTS = 3
 BURST = 20  # queue requests sent to the API node at once, just before it is killed
@@ -106,7 +109,19 @@ class Node:
         return text
 
 
-async def wait_healthy(node: Node, timeout: float = 40) -> None:
+async def wait_started(worker: Node, timeout: float = 60) -> None:
+    """Until the worker process is past its start-up checks (it logs its description line then)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not worker.alive():
+            raise AssertionError(f"{worker.name} exited at start:\n{worker.log_tail()}")
+        if " worker " in worker.logs[-1].read_text(errors="replace"):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{worker.name} did not start:\n{worker.log_tail()}")
+
+
+async def wait_healthy(node: Node, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(timeout=1) as client:
         while time.monotonic() < deadline:
@@ -206,12 +221,12 @@ class Client:
         self.answers.append(answer)
         return answer
 
-    async def retrieve(self, queue_id: str, n: int, **extra: object) -> httpx.Response | None:
-        """One poll; the MP4 is kept when it comes. None when no node answered."""
+    async def retrieve(self, queue_id: str, n: int) -> httpx.Response | None:
+        """One poll, on either node; the MP4 is kept when it comes. None when no node answered."""
         url = self.urls[n % len(self.urls)]
         try:
             response = await self._http.post(f"{url}/api/v1/video/retrieve",
-                                             json={"model": MODEL, "queue_id": queue_id, **extra},
+                                             json={"model": MODEL, "queue_id": queue_id},
                                              headers={"Authorization": f"Bearer {self.key_of[queue_id]}"})
         except httpx.TransportError as exc:
             self.retrieve_statuses[type(exc).__name__] += 1
@@ -225,6 +240,11 @@ class Client:
 
     def accepted(self) -> list[str]:
         return [a.queue_id for a in self.answers if a.queue_id]
+
+    async def complete(self, queue_id: str, n: int) -> httpx.Response:
+        return await self._http.post(f"{self.urls[n % len(self.urls)]}/api/v1/video/complete",
+                                     json={"model": MODEL, "queue_id": queue_id},
+                                     headers={"Authorization": f"Bearer {self.key_of[queue_id]}"})
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -284,6 +304,37 @@ def assert_real_video(data: bytes) -> None:
 # --- the drill --------------------------------------------------------------------------------------------
 
 
+@dataclass
+class Deployment:
+    """The processes of the drill, their shared settings, and direct views of the database and the bucket."""
+
+    root: Path
+    env: dict[str, str]
+    engine: Engine
+    s3: Any
+    bucket: str
+    nodes: list[Node] = field(default_factory=list)  # every process ever started, killed ones included
+    apis: list[Node] = field(default_factory=list)
+    workers: list[Node] = field(default_factory=list)
+
+    def add_api(self) -> Node:
+        i, port = len(self.apis), free_port()
+        node = Node(f"api{i}", ["serve", "--no-workers", "--host", "127.0.0.1", "--port", str(port),
+                                "--data-dir", str(self.root / f"api{i}")], self.env, self.root, port=port)
+        self.apis.append(node)
+        self.nodes.append(node)
+        node.start()
+        return node
+
+    def add_worker(self) -> Node:
+        i = len(self.workers)
+        node = Node(f"worker{i}", ["worker", "--data-dir", str(self.root / f"worker{i}")], self.env, self.root)
+        self.workers.append(node)
+        self.nodes.append(node)
+        node.start()
+        return node
+
+
 async def test_kills_and_a_postgres_restart_under_load_lose_nothing_and_charge_once(
         cluster: PostgresCluster) -> None:
     root = Path(tempfile.mkdtemp(prefix="vidgate-drill-"))
@@ -307,14 +358,12 @@ async def test_kills_and_a_postgres_restart_under_load_lose_nothing_and_charge_o
 
 async def run_drill(cluster: PostgresCluster, root: Path, endpoint: str, nodes: list[Node]) -> None:
     database_url = cluster.new_database()
-    engine = create_engine(psycopg_url(database_url), poolclass=NullPool)  # no pooled connection outlives the restart
+    secret = uuid.uuid4().hex + uuid.uuid4().hex  # shared by every node: keys and download links verify anywhere
+    keys = create_funded_keys(database_url, secret)
+    bucket = f"drill-{uuid.uuid4().hex[:10]}"
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                       aws_access_key_id="testing", aws_secret_access_key="testing")
-    bucket = f"drill-{uuid.uuid4().hex[:10]}"
     s3.create_bucket(Bucket=bucket)
-    secret = uuid.uuid4().hex + uuid.uuid4().hex  # shared by every node: keys and download links verify anywhere
-
-    keys = create_funded_keys(database_url, secret)
     env = {k: v for k, v in os.environ.items() if k not in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE")}
     env.update(FAKE_AWS)
     env.update({
@@ -325,19 +374,33 @@ async def run_drill(cluster: PostgresCluster, root: Path, endpoint: str, nodes: 
         "VIDGATE_RATE_LIMIT_QUEUE_PER_MIN": "0", "VIDGATE_RATE_LIMIT_RETRIEVE_PER_MIN": "0",
         "PYTHONUNBUFFERED": "1",
     })
+    # No pooled connection of ours outlives the PostgreSQL restart: each check opens its own.
+    engine = create_engine(psycopg_url(database_url), poolclass=NullPool)
+    deployment = Deployment(root, env, engine, s3, bucket, nodes=nodes)
+    for _ in range(2):
+        deployment.add_api()
+    for _ in range(3):
+        deployment.add_worker()
+    await asyncio.gather(*(wait_healthy(api) for api in deployment.apis))
 
-    apis = []
-    for i in range(2):
-        port = free_port()
-        apis.append(Node(f"api{i}", ["serve", "--no-workers", "--host", "127.0.0.1", "--port", str(port),
-                                     "--data-dir", str(root / f"api{i}")], env, root, port=port))
-    workers = [new_worker(root, env, i) for i in range(3)]
-    nodes.extend(apis + workers)
-    for node in nodes:
-        node.start()
-    await asyncio.gather(*(wait_healthy(api) for api in apis))
+    client = Client([api.base_url for api in deployment.apis], keys)
+    try:
+        events, killed_worker, killed_job_id = await inject_faults_under_load(deployment, client, cluster)
+        rows = await drain(client, engine)
+        ids = {r["id"]: r for r in rows}
+        killed_job = ids[killed_job_id]
+        events.append(f"the killed worker's job: {killed_job['status']} after {killed_job['attempts']} attempt(s)")
+        print("\n" + "\n".join(events) + "\n" + summary(client, rows))
+        check_outcome(deployment, client, rows, killed_worker)
+        await check_complete_removes_objects(deployment, client, rows)
+    finally:
+        await client.aclose()
+        engine.dispose()
 
-    client = Client([api.base_url for api in apis], keys)
+
+async def inject_faults_under_load(deployment: Deployment, client: Client,
+                                   cluster: PostgresCluster) -> tuple[list[str], Node, str]:
+    """Run the steady load for LOAD_SECONDS and break things on the way; what was done, in words."""
     stop = asyncio.Event()
     started = time.monotonic()
     load = asyncio.ensure_future(steady_load(client, stop))
@@ -350,126 +413,129 @@ async def run_drill(cluster: PostgresCluster, root: Path, endpoint: str, nodes: 
     try:
         # 1. A worker dies mid-render; a new one takes its place, as a process manager would start it.
         await at(KILL_WORKER_AT)
-        owners = {f"{socket.gethostname()}-{w.pid}": w for w in workers}
+        owners = {f"{socket.gethostname()}-{w.pid}": w for w in deployment.workers}
         victim = None
         deadline = time.monotonic() + 15
         while victim is None and time.monotonic() < deadline:
-            victim = await asyncio.to_thread(rendering_job, engine, owners)
+            victim = await asyncio.to_thread(rendering_job, deployment.engine, owners)
             if victim is None:
                 await asyncio.sleep(0.05)
         assert victim is not None, "no worker was ever caught rendering"
-        killed_job, worker = victim
+        job, worker = victim
         worker.kill()
-        events.append(f"killed worker pid {worker.pid} rendering {killed_job['id']} "
-                      f"(attempt {killed_job['attempts']}, {killed_job['progress']:.0%})")
-        replacement = new_worker(root, env, len(workers))
-        workers.append(replacement)
-        nodes.append(replacement)
-        replacement.start()
+        events.append(f"killed {worker.name} (pid {worker.pid}) rendering job {job['id']} "
+                      f"(attempt {job['attempts']}, at {job['progress']:.0%})")
+        replacement = asyncio.ensure_future(wait_started(deployment.add_worker()))
 
         # 2. An API node dies with queue requests in flight to it; the operator restarts it on the same port.
         await at(KILL_API_AT)
+        api = deployment.apis[1]
         burst = [asyncio.ensure_future(client.queue(i, node=1)) for i in range(BURST)]
         # Once the first answer is back the node is busy with the others (authenticating, charging...): now.
         await asyncio.wait(burst, return_when=asyncio.FIRST_COMPLETED)
-        apis[1].kill()
+        api.kill()
         lost = sum(1 for a in await asyncio.gather(*burst) if a.status is None)
-        events.append(f"killed api1 with {len(burst)} queue requests in flight ({lost} got no answer)")
+        events.append(f"killed {api.name} with {BURST} queue requests in flight ({lost} got no answer)")
         # Restarted in the background: an API node takes several seconds to start on a busy machine, and the
         # drill goes on meanwhile (the client keeps sending it requests, which fail to connect until it is up).
-        restarted = asyncio.ensure_future(restart_after(apis[1], 1.0))
+        restarted = asyncio.ensure_future(restart_after(api, 0.5))
 
         # 3. PostgreSQL crashes and comes back (immediate stop: no checkpoint, every connection cut).
         await at(RESTART_POSTGRES_AT)
+        await asyncio.gather(replacement, restarted)
         down = time.monotonic()
         await asyncio.to_thread(cluster.restart)
-        events.append(f"restarted PostgreSQL ({time.monotonic() - down:.1f} s down)")
+        events.append(f"restarted PostgreSQL {down - started:.0f} s into the load ({time.monotonic() - down:.1f} s "
+                      "down)")
 
-        await at(LOAD_SECONDS)
-        await restarted
+        await at(max(LOAD_SECONDS, time.monotonic() - started + LOAD_AFTER_RESTART_S))
     finally:
         stop.set()
         await load
+    return events, worker, job["id"]
 
-    # Drain: poll every accepted job through the API until it is a video; then nothing may be left in the queue
-    # (jobs whose answer was lost with api1 included: nobody polls those, the workers still owe them).
+
+async def drain(client: Client, engine: Engine) -> list[dict[str, Any]]:
+    """Poll every accepted job through the API until it is a video, and wait until nothing is left in the queue
+    (jobs whose answer was lost with the killed API node included: nobody polls those, the workers still owe
+    them). Returns every job row."""
     accepted = client.accepted()
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
     n = 0
-    while time.monotonic() < deadline:
+    while True:
         waiting = [q for q in accepted if q not in client.videos]
         for queue_id in waiting[:8]:
             n += 1
             await client.retrieve(queue_id, n)
-        open_jobs = [r for r in await asyncio.to_thread(job_rows, engine) if r["status"] in ("QUEUED", "PROCESSING")]
+        rows = await asyncio.to_thread(job_rows, engine)
+        open_jobs = Counter(r["status"] for r in rows if r["status"] in ("QUEUED", "PROCESSING"))
         if not waiting and not open_jobs:
-            break
+            return rows
+        assert time.monotonic() < deadline, f"not drained in {DRAIN_TIMEOUT_S:.0f} s: {open_jobs}, " \
+                                            f"{len(waiting)} accepted jobs not retrieved"
         await asyncio.sleep(0.3)
-    drained_in = time.monotonic() - started
-    rows = await asyncio.to_thread(job_rows, engine)
-    by_status = Counter(r["status"] for r in rows)
-    assert by_status.get("QUEUED", 0) + by_status.get("PROCESSING", 0) == 0, f"not drained: {by_status}"
 
+
+def summary(client: Client, rows: list[dict[str, Any]]) -> str:
     statuses = Counter(a.status if a.status is not None else a.error for a in client.answers)
-    summary = (f"drill: {len(client.answers)} queue requests: {len(accepted)} accepted, {statuses.get(503, 0)} "
-               f"refused 503, {sum(1 for a in client.answers if a.status is None)} without an answer "
-               f"(connection errors); answers {dict(statuses)}; retrieve answers {dict(client.retrieve_statuses)}; "
-               f"{len(rows)} jobs in the database ({len(rows) - len(accepted)} whose answer was lost), "
-               f"{sum(1 for r in rows if r['attempts'] > 1)} needed a retry "
-               f"(attempts {dict(Counter(r['attempts'] for r in rows))}); all done {drained_in:.0f} s after the "
-               "load started")
-    print("\n" + "\n".join(events) + "\n" + summary)
+    accepted = client.accepted()
+    attempts = dict(Counter(r["attempts"] for r in rows))
+    return (f"drill: {len(client.answers)} queue requests: {len(accepted)} accepted, {statuses.get(503, 0)} refused "
+            f"with 503, {sum(1 for a in client.answers if a.status is None)} without an answer (connection "
+            f"errors); queue answers {dict(statuses)}; retrieve answers {dict(client.retrieve_statuses)}; "
+            f"{len(rows)} jobs in the database ({len(rows) - len(accepted)} whose answer was lost), "
+            f"{sum(1 for r in rows if r['attempts'] > 1)} retried (jobs by attempts: {attempts})")
 
-    # Every process the drill did not kill rode out the faults (a worker that exits on a database outage leaves
-    # the queue to the others, and with no process manager, for good).
+
+def check_outcome(deployment: Deployment, client: Client, rows: list[dict[str, Any]], killed_worker: Node) -> None:
+    # Every process the drill did not kill rode out the faults: a worker that exits on a database outage leaves
+    # the queue to the others, and with no process manager, for good.
     exited = [f"{n.name} (exit {n.proc.returncode if n.proc else None}):\n{n.log_tail()}"
-              for n in nodes if n is not worker and not n.alive()]
+              for n in deployment.nodes if n is not killed_worker and not n.alive()]
     assert not exited, "\n".join(exited)
 
     # What the client saw: only answers a fault explains (no 500, no 402/429, every 503 with Retry-After).
     assert not client.unexpected, client.unexpected
-    assert statuses.get(503, 0) == sum(1 for a in client.answers if a.status == 503 and a.retry_after)
 
-    # Every accepted job completed, and its video is a real one.
+    # Every accepted job completed, none failed, and its video is a real one.
+    accepted = client.accepted()
     ids = {r["id"]: r for r in rows}
-    assert set(accepted) <= ids.keys(), "an accepted job is missing from the database"
     assert len(set(accepted)) == len(accepted), "one queue_id answered twice"
-    assert by_status == {"COMPLETED": len(rows)}, f"every job completed, none failed: {by_status}"
+    assert set(accepted) <= ids.keys(), "an accepted job is missing from the database"
+    assert Counter(r["status"] for r in rows) == {"COMPLETED": len(rows)}, "every job completed, none failed"
     assert set(client.videos) == set(accepted)
-    assert ids[killed_job["id"]]["attempts"] >= 2, "the killed worker's job was rendered again"
-    for queue_id in (accepted[0], killed_job["id"] if killed_job["id"] in client.videos else accepted[-1]):
+    retried = [r["id"] for r in rows if r["attempts"] > 1 and r["id"] in client.videos]
+    for queue_id in {accepted[0], *retried[:1]}:
         assert_real_video(client.videos[queue_id])
 
-    # Money: one CHARGE per job, for its price, no refund, no charge without its job; balances are ledger sums.
-    with engine.connect() as conn:
+    # Money: one CHARGE per job, for its price, and no refund; every balance is the sum of its ledger.
+    with deployment.engine.connect() as conn:
         entries = [dict(r._mapping) for r in conn.execute(select(ledger).where(ledger.c.job_id.is_not(None)))]
-        charges = Counter(e["job_id"] for e in entries if e["kind"] == "CHARGE")
-        assert sorted(charges) == sorted(ids) and set(charges.values()) == {1}, "each job charged exactly once"
-        assert not [e for e in entries if e["kind"] != "CHARGE"], "no job was refunded"
-        for e in entries:
-            assert e["amount_micros"] == -ids[e["job_id"]]["price_micros"] and e["account_id"] == \
-                ids[e["job_id"]]["account_id"]
         sums = dict(conn.execute(select(ledger.c.account_id, func.sum(ledger.c.amount_micros))
                                  .group_by(ledger.c.account_id)).all())
         balances = dict(conn.execute(select(accounts.c.id, accounts.c.balance_micros)).all())
-        assert balances == sums, "every balance is the sum of its ledger"
+    charges = Counter(e["job_id"] for e in entries if e["kind"] == "CHARGE")
+    assert charges.keys() == ids.keys() and set(charges.values()) == {1}, "each job charged exactly once"
+    assert [e for e in entries if e["kind"] != "CHARGE"] == [], "no job was refunded"
+    for e in entries:
+        job = ids[e["job_id"]]
+        assert (e["account_id"], e["amount_micros"]) == (job["account_id"], -job["price_micros"])
+    assert balances == sums, "every balance is the sum of its ledger"
 
-    # Storage: the bucket holds exactly the completed jobs' videos.
-    expected = {f"{PREFIX}/{r['media_key']}" for r in rows}
-    assert all(r["media_key"] for r in rows) and not any(r["media_deleted"] for r in rows)
-    assert bucket_keys(s3, bucket) == expected, "no orphan object, no job without its object"
+    # Storage: the bucket holds exactly the completed jobs' videos: no orphan object, no job without its object.
+    assert all(r["media_key"] and not r["media_deleted"] for r in rows)
+    assert bucket_keys(deployment.s3, deployment.bucket) == {f"{PREFIX}/{r['media_key']}" for r in rows}
 
-    # Completing a job removes its object.
-    done = accepted[:2]
+
+async def check_complete_removes_objects(deployment: Deployment, client: Client, rows: list[dict[str, Any]]) -> None:
+    """`/video/complete` on two jobs (one per API node) deletes their objects, and only theirs."""
+    before = bucket_keys(deployment.s3, deployment.bucket)
+    media_key = {r["id"]: r["media_key"] for r in rows}
+    done = client.accepted()[:2]
     for n, queue_id in enumerate(done):
-        async with httpx.AsyncClient(timeout=30) as http:
-            response = await http.post(f"{client.urls[n % 2]}/api/v1/video/complete",
-                                       json={"model": MODEL, "queue_id": queue_id},
-                                       headers={"Authorization": f"Bearer {client.key_of[queue_id]}"})
+        response = await client.complete(queue_id, n)
         assert response.status_code == 200 and response.json() == {"success": True}, response.text
-    assert bucket_keys(s3, bucket) == expected - {f"{PREFIX}/{ids[q]['media_key']}" for q in done}
-    await client.aclose()
-    engine.dispose()
+    assert bucket_keys(deployment.s3, deployment.bucket) == before - {f"{PREFIX}/{media_key[q]}" for q in done}
 
 
 def create_funded_keys(database_url: str, secret: str) -> list[str]:
@@ -493,7 +559,3 @@ async def restart_after(node: Node, delay: float) -> None:
     await asyncio.sleep(delay)
     node.start()
     await wait_healthy(node)
-
-
-def new_worker(root: Path, env: dict[str, str], i: int) -> Node:
-    return Node(f"worker{i}", ["worker", "--data-dir", str(root / f"worker{i}")], env, root)

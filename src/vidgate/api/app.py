@@ -12,11 +12,12 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
-from vidgate.api import consents, delivery, events, jobs, models, video, x402
+from vidgate.api import consents, delivery, events, jobs, models, playground, video, webhooks, x402
 from vidgate.api.context import AppContext
 from vidgate.api.http import JSONResponse, ResponseHeadersMiddleware, error_response
 from vidgate.errors import InferenceFailed, VidgateError
 from vidgate.settings import Settings
+from vidgate.webhooks.dispatcher import Dispatcher
 
 log = logging.getLogger("vidgate.api")
 
@@ -27,7 +28,10 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx.db.create_schema()
+        sender = Dispatcher(ctx)  # this node's share of the webhook deliveries (webhooks/dispatcher.py)
+        sender.start()
         yield
+        await sender.stop()
         # A top-up whose client stopped waiting is still settling: let it finish and be credited.
         from vidgate.accounts.payments import pending_settlements
 
@@ -68,6 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
     # bodies (Venice's error shapes), and retrieve is polled constantly, so FastAPI's per-request
     # dependency solving and nested-router matching are cost without benefit there (bench/RESULTS.md).
     app.router.routes[:0] = [*video.routes, *jobs.routes, *events.routes, *delivery.routes, *models.routes,
-                             *x402.routes, *consents.routes]
+                             *x402.routes, *consents.routes, *webhooks.routes,
+                             *playground.routes]
     app.add_middleware(ResponseHeadersMiddleware)
     return app

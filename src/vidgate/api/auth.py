@@ -255,18 +255,28 @@ async def authenticate(ctx: AppContext, request: Request, bucket: str, *, cached
 
     `cached`: a Bearer key may come from the SQLite poll cache (`bearer_key_owner`); the caller refreshed it in
     this request."""
-    names = {name for name, _ in request.scope["headers"]}  # ASGI header names are lower-case bytes
-    if not names.isdisjoint(PAYMENT_HEADERS):
-        raise PaymentHeaderNotAccepted(
-            "Payment headers are only accepted on POST /api/v1/x402/top-up; sign in with SIGN-IN-WITH-X instead."
-        )
-    siwx = siwx_header(request)
+    # One pass over the raw headers (ASGI names are lower-case bytes) instead of a set and three Headers
+    # lookups, each a scan of its own: this runs on every poll. The first of repeated headers counts, as in
+    # Starlette's Headers.get.
+    authorization = siwx = legacy_siwx = None
+    for name, value in request.scope["headers"]:
+        if name == b"authorization":
+            authorization = value if authorization is None else authorization
+        elif name in PAYMENT_HEADERS:
+            raise PaymentHeaderNotAccepted(
+                "Payment headers are only accepted on POST /api/v1/x402/top-up; sign in with SIGN-IN-WITH-X "
+                "instead."
+            )
+        elif name == b"sign-in-with-x":
+            siwx = value if siwx is None else siwx
+        elif name == b"x-sign-in-with-x":
+            legacy_siwx = value if legacy_siwx is None else legacy_siwx
+    siwx = siwx if siwx is not None else legacy_siwx  # the canonical name wins (SIWX_HEADERS)
     if siwx is not None:
-        return await authenticate_wallet(ctx, request, bucket, siwx)
-    authorization = request.headers.get("authorization")
+        return await authenticate_wallet(ctx, request, bucket, siwx.decode("latin-1"))
     if not authorization:
         raise await discovery_required(ctx, request)
-    owner = await bearer_key_owner(ctx, authorization, cached=cached)
+    owner = await bearer_key_owner(ctx, authorization.decode("latin-1"), cached=cached)
     if owner is None:
         raise AuthenticationFailed()
     await apply_rate_limit(ctx, request, owner.account_id, owner.balance_micros, bucket)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from random import getrandbits
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.background import BackgroundTask
 from starlette.concurrency import iterate_in_threadpool
 from starlette.datastructures import Headers
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 API_VERSION = "vidgate-0.1.0"
 API_PREFIX = "/api/v1"
+_VERSION_HEADER = (b"x-venice-version", API_VERSION.encode())
 
 
 class JSONResponse(Response):
@@ -63,15 +64,18 @@ class ResponseHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = secrets.token_hex(8) + "-VGT"
-        scope.setdefault("state", {})["request_id"] = request_id
+        # A request id, not a secret (it is sent to the client and logged): 64 bits from the process's PRNG
+        # (reseeded in every forked process) instead of an os.urandom system call on every request.
+        request_id = f"{getrandbits(64):016x}-VGT"
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
+                headers = list(message.get("headers", ()))
                 headers.append((b"cf-ray", request_id.encode()))
-                headers.append((b"x-venice-version", API_VERSION.encode()))
-                for name, value in scope["state"].get("vidgate_headers", {}).items():
+                headers.append(_VERSION_HEADER)
+                for name, value in state.get("vidgate_headers", {}).items():
                     headers.append((name.lower().encode(), str(value).encode()))
                 message["headers"] = headers
             await send(message)
@@ -79,7 +83,7 @@ class ResponseHeadersMiddleware:
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
-            pending = [outcome for callback in scope["state"].get("vidgate_on_end", ())
+            pending = [outcome for callback in state.get("vidgate_on_end", ())
                        if (outcome := callback()) is not None]
             if pending:
                 await asyncio.shield(asyncio.gather(*pending))
@@ -87,23 +91,21 @@ class ResponseHeadersMiddleware:
 
 async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
     """The request's JSON object, with Venice's errors for a wrong type, size or syntax (SPEC §1)."""
-    declared = request.headers.get("content-length")
+    # One pass over the raw headers (lower-case bytes; the first of repeated ones counts, as in Headers.get):
+    # every request with a body comes here, and each Headers lookup is a scan of its own.
+    declared = content_type = None
+    for name, value in request.scope["headers"]:
+        if name == b"content-length":
+            declared = value if declared is None else declared
+        elif name == b"content-type":
+            content_type = value if content_type is None else content_type
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge("Request body exceeds the maximum allowed size.")
-    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    if content_type != "application/json" and not content_type.endswith("+json"):
+    kind = content_type.decode("latin-1").split(";")[0].strip().lower() if content_type is not None else (
+        "application/json")
+    if kind != "application/json" and not kind.endswith("+json"):
         raise BadRequest("'Content-Type' must be 'application/json'")
-    if declared is not None and declared.isdigit():
-        raw = await request.body()  # the size is known and within the limit
-    else:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_bytes:
-                raise PayloadTooLarge("Request body exceeds the maximum allowed size.")
-            chunks.append(chunk)
-        raw = b"".join(chunks)
+    raw = await _read_body(request, max_bytes)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -111,6 +113,37 @@ async def read_json_object(request: Request, max_bytes: int) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise invalid([], "Expected a JSON object", code="invalid_type", expected="object")
     return body
+
+
+async def _read_body(request: Request, max_bytes: int) -> bytes:
+    """The body, at most `max_bytes` (413 past that, whether or not a Content-Length was declared).
+
+    What `Request.body()` does, straight from `receive` instead of through its async generator and
+    `aclosing` (~3 µs of a ~45 µs retrieve poll); the result is kept where Request.body() and stream() look
+    first, so anything that reads the body again gets it rather than waiting on `receive`."""
+    if hasattr(request, "_body") or request._stream_consumed:  # read before: Request.body() has it, or raises
+        raw: bytes = await request.body()
+        if len(raw) > max_bytes:
+            raise PayloadTooLarge("Request body exceeds the maximum allowed size.")
+        return raw
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.request":
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLarge("Request body exceeds the maximum allowed size.")
+            if chunk:
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        elif message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+    raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    request._body = raw
+    return raw
 
 
 def require_string(body: dict[str, Any], name: str) -> str:

@@ -208,9 +208,10 @@ async def owned_job(request: Request, bucket: str) -> tuple[AppContext, Job, dic
     # SQLite: one `PRAGMA data_version` now, and the key and the job come from the process's poll cache unless
     # something was committed since the last poll (then they are read, as before). Polls of an idle server
     # run no lookup; whatever was committed before this request started is seen (db.py, refresh_row_cache).
-    cached = isinstance(ctx.db, SqliteDatabase)
+    cached = False
     if isinstance(ctx.db, SqliteDatabase):
         ctx.db.refresh_row_cache()
+        cached = True
     principal = await authenticate(ctx, request, bucket, cached=cached)
     body = await read_json_object(request, ctx.settings.max_body_bytes)
     model = require_string(body, "model")

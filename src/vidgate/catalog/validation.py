@@ -16,6 +16,7 @@ from vidgate.catalog.models import ModelSpec
 from vidgate.catalog.request import MEDIA_LIST_FIELDS, MEDIA_URL_FIELDS, CameraKeyframe, VideoRequest
 from vidgate.catalog.workflows import Counts, workflow_issues
 from vidgate.errors import InvalidRequest, Issue
+from vidgate.webhooks.targets import url_problem
 
 SOURCE_MATCHED_DURATIONS = ("-1", "auto", "Auto")
 SOURCE_MATCHED_ASPECTS = ("adaptive", "auto")
@@ -620,8 +621,17 @@ def _summary(issues: list[Issue]) -> str:
 def validate_queue(body: dict[str, Any], spec: ModelSpec) -> VideoRequest:
     """Validate a `/video/queue` body against its model; raises InvalidRequest listing every issue."""
     check, values = _checked(spec, body, for_quote=False)
-    _raise_if_any(check.issues)
+    _raise_if_any(check.issues + webhook_url_issues(body))
     return VideoRequest(**values)
+
+
+def webhook_url_issues(body: dict[str, Any]) -> list[Issue]:
+    """`webhook_url` (vidgate extension, README "Webhooks"): where this job's events are sent. Its shape is
+    checked here, with the rest of the body, before any media is fetched or an upstream is asked; its address
+    when the job is stored (webhooks/targets.py `vetted_target`). The job carries it, not the render request."""
+    value = body.get("webhook_url")
+    problem = None if value is None else url_problem(value)
+    return [] if problem is None else [Issue(path=["webhook_url"], message=problem)]
 
 
 def validate_quote(body: dict[str, Any], spec: ModelSpec) -> VideoRequest:

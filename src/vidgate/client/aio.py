@@ -132,11 +132,13 @@ class AsyncVidgateClient:
     async def cancel(self, queue_id: str) -> Job:
         return Job.from_json(await self._json(Call("POST", f"/video/jobs/{queue_id}/cancel")))
 
-    async def events(self, queue_id: str | None = None, *,
-                     last_event_id: int | None = None) -> AsyncIterator[JobEvent]:
+    async def events(self, queue_id: str | None = None, *, last_event_id: int | None = None) -> AsyncIterator[JobEvent]:
+        """See `VidgateClient.events`."""
         failures = 0
+        reconnect_after: float | None = None  # the server's `retry:`, when it sent one
         while True:
             headers = self.config.headers({"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {})
+            error: httpx.TransportError | None = None
             try:
                 async with aconnect_sse(self._http, "GET", self.config.url(events_path(queue_id)), headers=headers,
                                         timeout=SSE_TIMEOUT) as source:
@@ -144,22 +146,26 @@ class AsyncVidgateClient:
                         await source.response.aread()
                         raise api_error(source.response)
                     async for sse in source.aiter_sse():
-                        failures = 0
+                        if sse.retry is not None:
+                            reconnect_after = sse.retry / 1000
                         event = parse_event(sse)
                         if event is None:
                             continue
+                        failures = 0
                         if event.id is not None:
                             last_event_id = event.id
                         yield event
-                        if queue_id is not None and event.job.is_final:
+                        if queue_id is not None and event.is_final:
                             return
-                return
-            except (httpx.ReadError, httpx.RemoteProtocolError, httpx.ConnectError):
-                failures += 1
-                delay = self.config.backoff(failures - 1)
-                if delay is None:
-                    raise
-                await asyncio.sleep(delay)
+            except (httpx.ReadError, httpx.RemoteProtocolError, httpx.ConnectError) as exc:
+                error = exc
+            failures += 1
+            delay = self.config.backoff(failures - 1)
+            if delay is None:
+                if error is not None:
+                    raise error
+                return  # closed again and again without an event: the server means it
+            await asyncio.sleep(delay if reconnect_after is None else reconnect_after)
 
     async def wait(self, queue_id: str, model: str | None = None, *, to: str | Path | None = None,
                    on_update: Callable[[Job], None] | None = None, timeout: float | None = None,
@@ -191,9 +197,11 @@ class AsyncVidgateClient:
             raise MediaUnavailable(job.queue_id, "the server offers no video for it")
 
     async def generate(self, *, to: str | Path, on_update: Callable[[Job], None] | None = None,
-                       timeout: float | None = None, idempotency_key: str | None = None, **body: Any) -> Job:
+                       timeout: float | None = None, idempotency_key: str | None = None,
+                       poll_interval: float = 1.0, **body: Any) -> Job:
         queued = await self.queue(idempotency_key=idempotency_key or str(uuid.uuid4()), **body)
-        return await self.wait(queued.queue_id, queued.model, to=to, on_update=on_update, timeout=timeout)
+        return await self.wait(queued.queue_id, queued.model, to=to, on_update=on_update, timeout=timeout,
+                               poll_interval=poll_interval)
 
 
 async def _save(response: httpx.Response, to: Path) -> Path:

@@ -212,10 +212,11 @@ def jobs(
     with _client(url, api_key) as client:
         page = client.jobs(status=status, model=model, limit=limit, cursor=cursor)
     table = Table(Column("queue id", no_wrap=True, min_width=36), Column("status", no_wrap=True, min_width=9),
-                  Column("progress", no_wrap=True), Column("model", overflow="fold"), "price (USD)", "created")
+                  Column("progress", no_wrap=True), Column("model", overflow="fold"), Column("price", no_wrap=True),
+                  "created")
     for job in page.data:
-        table.add_row(job.queue_id, job.status, f"{job.progress:.0f}%", job.model, f"{job.price_usd:.2f}",
-                      job.created_at.strftime("%Y-%m-%d %H:%M:%S") if job.created_at else "")
+        table.add_row(job.queue_id, job.status, f"{job.progress:.0f}%", job.model, f"${job.price_usd:.2f}",
+                      job.created_at.strftime("%Y-%m-%d %H:%M") if job.created_at else "")
     _console().print(table)
     if page.has_more and page.next_cursor:
         _console().print(f"more: --cursor {page.next_cursor}", highlight=False, soft_wrap=True)

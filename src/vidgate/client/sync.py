@@ -151,11 +151,14 @@ class VidgateClient:
     def events(self, queue_id: str | None = None, *, last_event_id: int | None = None) -> Iterator[JobEvent]:
         """Job events as they happen: one job's (ending after its final event) or all of yours.
 
-        A dropped connection is reopened with Last-Event-ID, so no event is lost or repeated; the iteration
-        ends when the server closes the stream. Pass the last `JobEvent.id` you saw to resume later."""
+        Each event carries the job's whole state. A stream that drops, or that the server closes (it does so
+        to a client that falls behind), is reopened with Last-Event-ID: the server then sends each job's newest
+        event since, so no state change is missed. Pass the last `JobEvent.id` you saw to resume later."""
         failures = 0
+        reconnect_after: float | None = None  # the server's `retry:`, when it sent one
         while True:
             headers = self.config.headers({"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {})
+            error: httpx.TransportError | None = None
             try:
                 with connect_sse(self._http, "GET", self.config.url(events_path(queue_id)), headers=headers,
                                  timeout=SSE_TIMEOUT) as source:
@@ -163,22 +166,26 @@ class VidgateClient:
                         source.response.read()
                         raise api_error(source.response)
                     for sse in source.iter_sse():
-                        failures = 0
+                        if sse.retry is not None:
+                            reconnect_after = sse.retry / 1000
                         event = parse_event(sse)
                         if event is None:
                             continue
+                        failures = 0
                         if event.id is not None:
                             last_event_id = event.id
                         yield event
-                        if queue_id is not None and event.job.is_final:
+                        if queue_id is not None and event.is_final:
                             return
-                return
-            except (httpx.ReadError, httpx.RemoteProtocolError, httpx.ConnectError):
-                failures += 1
-                delay = self.config.backoff(failures - 1)
-                if delay is None:
-                    raise
-                time.sleep(delay)
+            except (httpx.ReadError, httpx.RemoteProtocolError, httpx.ConnectError) as exc:
+                error = exc
+            failures += 1
+            delay = self.config.backoff(failures - 1)
+            if delay is None:
+                if error is not None:
+                    raise error
+                return  # closed again and again without an event: the server means it
+            time.sleep(delay if reconnect_after is None else reconnect_after)
 
     # --- the whole flow ----------------------------------------------------------------------------------
 
@@ -216,10 +223,12 @@ class VidgateClient:
             raise MediaUnavailable(job.queue_id, "the server offers no video for it")
 
     def generate(self, *, to: str | Path, on_update: Callable[[Job], None] | None = None,
-                 timeout: float | None = None, idempotency_key: str | None = None, **body: Any) -> Job:
+                 timeout: float | None = None, idempotency_key: str | None = None,
+                 poll_interval: float = 1.0, **body: Any) -> Job:
         """Queue (with a fresh Idempotency-Key unless given, so retries never charge twice), wait, save."""
         queued = self.queue(idempotency_key=idempotency_key or str(uuid.uuid4()), **body)
-        return self.wait(queued.queue_id, queued.model, to=to, on_update=on_update, timeout=timeout)
+        return self.wait(queued.queue_id, queued.model, to=to, on_update=on_update, timeout=timeout,
+                         poll_interval=poll_interval)
 
 
 def _save(response: httpx.Response, to: Path) -> Path:

@@ -161,4 +161,9 @@ class JobEvent:
 
     id: int | None
     event: str
-    job: Job
+    job: Job  # the job's state when the server sent the event (it may already be past what `event` names)
+
+    @property
+    def is_final(self) -> bool:
+        """The job's last event: completed, failed or canceled."""
+        return self.event in FINAL_STATUSES

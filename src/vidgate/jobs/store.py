@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from vidgate.accounts.ledger import charge_for_job, refund_job
 from vidgate.db import Database, PreparedQuery, SqliteDatabase, job_events, jobs
 from vidgate.jobs.states import JobStatus, sources_of
+from vidgate.webhooks.outbox import queue_deliveries
 
 
 @dataclass(frozen=True)
@@ -404,12 +405,14 @@ def idempotent_replay(conn: Connection, account_id: str, idempotency: Idempotenc
 
 
 def record_event(conn: Connection, job_id: str, kind: str, *, account_id: str | None = None) -> None:
-    """Append to the job's event log (read by the SSE streams and webhooks), inside the caller's transaction."""
+    """Append to the job's event log (read by the SSE streams), inside the caller's transaction, with the
+    event's webhook deliveries (webhooks/outbox.py): they exist exactly when the event does."""
+    now = time.time()
     if account_id is not None:
-        conn.execute(insert(job_events).values(job_id=job_id, account_id=account_id, kind=kind,
-                                               created_at=time.time()))
-        return
-    conn.execute(insert(job_events).from_select(
-        ["job_id", "account_id", "kind", "created_at"],
-        select(jobs.c.id, jobs.c.account_id, literal(kind), literal(time.time())).where(jobs.c.id == job_id),
-    ))
+        conn.execute(insert(job_events).values(job_id=job_id, account_id=account_id, kind=kind, created_at=now))
+    else:
+        conn.execute(insert(job_events).from_select(
+            ["job_id", "account_id", "kind", "created_at"],
+            select(jobs.c.id, jobs.c.account_id, literal(kind), literal(now)).where(jobs.c.id == job_id),
+        ))
+    queue_deliveries(conn, job_id, kind, now)

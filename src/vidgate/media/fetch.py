@@ -12,6 +12,9 @@ worse, send endless or oversized bodies, or hand us an MP3 where we expect an im
 - follows at most `max_redirects` redirects by hand, re-vetting each;
 - streams to a temp file under a byte cap, hashing as it goes, and sniffs the magic numbers to check the kind;
 - turns every refusal into a 400 (413 for size) naming the field, and leaves no partial file behind.
+
+Webhook targets are user-supplied URLs too: `vet_url` checks one when it is given (a 400 naming the field), and
+`post` delivers to it under the same guard (vetted and pinned again on every attempt, no redirects followed).
 """
 
 from __future__ import annotations
@@ -272,6 +275,14 @@ def _declared_agrees(declared: str, sniffed: str) -> bool:
 
 
 @dataclass(frozen=True)
+class PostOutcome:
+    """What a guarded POST got: the response's status code, or why there was none."""
+
+    status_code: int | None
+    error: str | None
+
+
+@dataclass(frozen=True)
 class _Target:
     """Where one hop really goes: the vetted IP in the URL, the original name in Host and SNI."""
 
@@ -334,6 +345,46 @@ class GuardedFetcher:
         finally:
             tmp.unlink(missing_ok=True)
         return MediaFile(field=field, path=dest, kind=kind, mime=mime, size=size, sha256=digest)
+
+    async def vet_url(self, url: str, *, field: str, https_only: bool = False) -> None:
+        """Refuse, with a 400 naming `field`, a URL `post` would refuse (shape, scheme, addresses), without
+        connecting to it. `https_only`: plain http only for allow-listed hosts."""
+        try:
+            await self._vet(self._target_url(url, https_only))
+        except _Refused as exc:
+            raise exc.public(field, 0) from None
+
+    async def post(self, url: str, *, content: bytes, headers: dict[str, str], timeout: float,
+                   https_only: bool = False) -> PostOutcome:
+        """POST `content` to the vetted, pinned address of `url`, all within `timeout` seconds. A redirect is
+        the answer, not followed (its target would escape the vetting). Never raises for the URL or the network:
+        the outcome says what happened. The response body is not read: only its status matters."""
+        try:
+            async with asyncio.timeout(timeout):
+                target = await self._vet(self._target_url(url, https_only))
+                request = self._client.build_request(
+                    "POST", target.url, content=content, headers={**headers, "Host": target.host_header},
+                    extensions=target.extensions, timeout=httpx.Timeout(timeout),
+                )
+                response = await self._client.send(request, stream=True)
+                await response.aclose()
+                return PostOutcome(response.status_code, None)
+        except _Refused as exc:
+            return PostOutcome(None, f"refused: {exc.message}")
+        except (TimeoutError, httpx.TimeoutException):
+            return PostOutcome(None, f"timed out after {timeout:g} s")
+        except httpx.ConnectError:
+            return PostOutcome(None, "could not connect to the URL's host")
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            return PostOutcome(None, f"the request failed ({type(exc).__name__})")
+
+    def _target_url(self, url: str, https_only: bool) -> httpx.URL:
+        parsed = _parse_url(url)
+        if https_only and parsed.scheme != "https":
+            port = parsed.port or 80
+            if not self._allowed(parsed.raw_host.decode("ascii"), port):
+                raise _Refused("must be an https URL (plain http only to hosts the operator allow-listed)")
+        return parsed
 
     async def _save_http(self, url: str, kind: str, max_bytes: int, tmp: Path) -> tuple[str, int, str]:
         try:
