@@ -11,6 +11,10 @@ Afterwards, whatever the client saw, the books must balance: every accepted job 
 failed (the retries absorb the kills), every job in the database (also those whose answer was lost with the
 killed API node) is charged exactly once and never refunded, every balance is its ledger's sum, and the bucket
 holds exactly the completed jobs' videos: no orphan object, no job without its object.
+
+Run it with `.venv/bin/pytest -q -s tests/drills` to see what was done and counted; VIDGATE_DRILL_KEEP=1 keeps
+the processes' logs and data dirs. It needs PostgreSQL's binaries (see tests/postgres.py): without them it is
+skipped, or fails with VIDGATE_REQUIRE_POSTGRES=1. No timing is asserted: a slow machine only makes it longer.
 """
 
 from __future__ import annotations
@@ -104,9 +108,8 @@ class Node:
         self.proc.wait()
 
     def log_tail(self, lines: int = 40) -> str:
-        text = "\n".join(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
                          for log in self.logs if log.exists())
-        return text
 
 
 async def wait_started(worker: Node, timeout: float = 60) -> None:

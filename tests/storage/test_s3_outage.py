@@ -246,3 +246,37 @@ async def test_the_upload_of_a_worker_that_died_before_completing_is_removed(
         job = await api.ctx.store.get(queue_id)
         assert job is not None and job.status is JobStatus.COMPLETED and job.attempts == 2
         assert keys_in(s3, bucket) == [f"videos/{job.media_key}"]
+
+
+async def test_revoking_a_link_while_the_bucket_is_down_is_503_and_the_retry_removes_the_video(
+        gate: Gate, gated_settings: Settings, s3: Any, bucket: str) -> None:
+    async with api_for(gated_settings) as api:
+        key = await api.new_key()
+        url = path_of((await api.post("/video/queue", PRIVATE, key)).json()["download_url"])
+        await api.run_worker()
+        assert len(keys_in(s3, bucket)) == 1
+
+        gate.close()
+        assert_unavailable(await api.client.delete(url))
+        gate.open()
+        retried = await api.client.delete(url)
+        assert retried.status_code == 200 and retried.json() == {"success": True}
+        assert keys_in(s3, bucket) == [], "the video is gone, not left behind a revoked link"
+        assert (await api.client.get(url)).status_code == 410
+
+
+async def test_completing_while_the_bucket_is_down_is_503_and_the_retry_removes_the_video(
+        gate: Gate, gated_settings: Settings, s3: Any, bucket: str) -> None:
+    async with api_for(gated_settings) as api:
+        key = await api.new_key()
+        queued = (await api.post("/video/queue", t2v_body(), key)).json()
+        ident = {"model": queued["model"], "queue_id": queued["queue_id"]}
+        await api.run_worker()
+        assert len(keys_in(s3, bucket)) == 1
+
+        gate.close()
+        assert_unavailable(await api.post("/video/complete", ident, key))
+        gate.open()
+        retried = await api.post("/video/complete", ident, key)
+        assert retried.status_code == 200 and retried.json() == {"success": True}
+        assert keys_in(s3, bucket) == [], "the video is gone, not left in the bucket of a completed job"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -47,11 +48,17 @@ async def download(request: Request) -> Response:
 
 
 async def revoke(request: Request) -> JSONResponse:
-    """Revoke the link and, for privacy, delete the video it points to."""
+    """Revoke the link and, for privacy, delete the video it points to.
+
+    The object goes first: with the bucket away that is a 503 (StorageUnavailable) with nothing changed, so the
+    client's retry finds the link as it was. Revoking first would make the retry a 410 and leave the video in
+    the bucket with nothing left to delete it."""
     ctx = ctx_of(request)
     job = await linked_job(request, request.path_params["token"])
+    if job.media_key:
+        await run_in_threadpool(ctx.storage.delete, job.media_key)
     await ctx.store.revoke_download(job.id)
-    await delete_media(ctx, job)
+    await delete_media(ctx, job)  # marks the media deleted (deleting the object again is harmless)
     return JSONResponse({"success": True})
 
 

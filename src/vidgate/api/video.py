@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import time
 from pathlib import Path
@@ -51,6 +52,8 @@ from vidgate.jobs.store import Idempotency, IdempotencyConflict, Job, idempotent
 from vidgate.jobs.wakeup import notify_workers
 from vidgate.storage.base import Storage
 from vidgate.webhooks.targets import vetted_target
+
+log = logging.getLogger("vidgate.api")
 
 
 def ctx_of(request: Request) -> AppContext:
@@ -247,8 +250,7 @@ async def retrieve_video(request: Request) -> Response:
         raise media_not_found()
     task = None
     if delete_after:
-        await ctx.store.mark_media_deleted(job.id)
-        task = BackgroundTask(ctx.storage.delete, job.media_key or "")  # sync: run in a thread after sending
+        task = BackgroundTask(delete_after_sending, ctx, job)
     # The MP4 whatever the Accept header says: clients send Accept: application/json and expect bytes.
     return video_response(ctx.storage, job.media_key or "", found, job.id, background=task)
 
@@ -282,9 +284,21 @@ async def complete_video(request: Request) -> JSONResponse:
 
 
 async def delete_media(ctx: AppContext, job: Job) -> None:
+    """The object first, then the mark: should the bucket be away (a 503), the job still names its object, so
+    the client's retry deletes it rather than finding it marked and leaving it in the bucket for good."""
     if job.media_key and not job.media_deleted:
-        await ctx.store.mark_media_deleted(job.id)
         await run_in_threadpool(ctx.storage.delete, job.media_key)
+        await ctx.store.mark_media_deleted(job.id)
+
+
+async def delete_after_sending(ctx: AppContext, job: Job) -> None:
+    """`delete_media_on_completion`, once the MP4 is sent. If the bucket is away now, the job keeps its video
+    (not marked deleted), so the next retrieve with the flag deletes it: never an object no job names."""
+    try:
+        await delete_media(ctx, job)
+    except Exception:
+        log.warning("job %s: could not delete its video after sending it; a later retrieve will", job.id,
+                    exc_info=True)
 
 
 def not_ready() -> NotFound:
