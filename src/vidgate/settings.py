@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -98,6 +99,19 @@ class Settings(BaseSettings):
 
     default_average_execution_ms: int = 145_000
     download_url_ttl_seconds: int = 24 * 3600
+
+    # Operations (README "Operating it"): logs, metrics, and what self-hosted messages tell users.
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="json: one JSON object per line (request_id, job_id); text: for a terminal")
+    access_log: bool = Field(default=True, description="one INFO line per HTTP request (method, path, status, "
+                             "duration_ms, request_id)")
+    metrics_enabled: bool = Field(default=True, description="GET /metrics (Prometheus) and the per-request counts")
+    topup_url: str | None = Field(
+        default=None, description="Where your users add credit; named in the INSUFFICIENT_BALANCE message")
+    account_url: str | None = Field(
+        default=None, description="Where your users get and manage API keys; the x402 discovery body's getKey")
+    venice_texts: bool = Field(
+        default=False, description="Send Venice's own texts (venice.ai links) instead of pointing to this server")
 
     # x402 discovery (the 402 body a request with no credentials gets).
     x402_pay_to: str = "0x0000000000000000000000000000000000000000"

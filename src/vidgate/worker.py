@@ -36,6 +36,7 @@ from vidgate.errors import DatabaseUnavailable
 from vidgate.jobs.states import JobStatus, job_error
 from vidgate.jobs.store import Claim, ClaimScope, JobStore
 from vidgate.jobs.wakeup import Wakeups, wakeups_for
+from vidgate.logs import job_context, setup_logging
 from vidgate.settings import Settings, node_description
 from vidgate.storage import storage_from_settings
 from vidgate.storage.base import StorageUnavailable
@@ -109,7 +110,8 @@ class Worker:
                 if claim is None:
                     await self._sleep_until_woken(wake)
                     continue
-                await self.process(claim)
+                with job_context(claim.job.id):  # every line logged about this job carries its id
+                    await self.process(claim)
                 handled += 1
                 if max_jobs is not None and handled >= max_jobs:
                     break
@@ -354,7 +356,7 @@ def claim_scope(settings: Settings) -> ClaimScope:
 
 def run_worker_process(settings: Settings) -> None:
     """Entry point of a `vidgate worker` process."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings.log_format)
     with contextlib.suppress(OSError):
         os.nice(settings.render_nice)
     worker = Worker(settings)
