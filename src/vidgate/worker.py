@@ -52,6 +52,9 @@ STORAGE_RETRY_FIRST_S = 0.5
 STORAGE_RETRY_MAX_S = 10.0
 
 
+HEARTBEAT_MAX_S = 1.0
+
+
 class LeaseLost(Exception):
     """Another worker owns the job now; this render must stop."""
 
@@ -198,7 +201,9 @@ class JobRun:
         """Run `work(progress)` in a thread, extending the lease until it returns."""
         settings, store = self.worker.settings, self.worker.store
         task = asyncio.ensure_future(asyncio.to_thread(work, self.on_progress))
-        every = max(0.2, settings.lease_seconds / 3)
+        # At least every second: progress reaches the job's followers live, and a client's cancel stops the
+        # render within about a second (the heartbeat is what tells this worker).
+        every = max(0.2, min(settings.lease_seconds / 3, HEARTBEAT_MAX_S))
         while True:
             done, _ = await asyncio.wait({task}, timeout=every)
             if done:
@@ -317,7 +322,17 @@ class JobRun:
         with contextlib.suppress(FileNotFoundError):
             self.scratch.unlink()
         if isinstance(exc, LeaseLost):
-            log.warning("job %s: lease lost, another worker owns it now", job.id)
+            now = await worker.store.get(job.id)
+            if now is not None and now.status is JobStatus.CANCELED:
+                # The client canceled it (its heartbeat settled that, refund included): free what the engine
+                # still holds elsewhere (an upstream provider's job), and the inputs.
+                log.info("job %s: canceled by the client; render stopped", job.id)
+                canceled = getattr(self.engine, "canceled", None)
+                if canceled is not None:
+                    await asyncio.to_thread(canceled, self.spec)
+                discard_inputs(self.request)
+            else:
+                log.warning("job %s: lease lost, another worker owns it now", job.id)
         elif isinstance(exc, TerminalFailure):
             log.error("job %s failed for good: %s", job.id, exc)
             error = job_error(str(exc)[:1000], exc.public_message)

@@ -183,3 +183,24 @@ async def test_a_models_first_job_is_estimated_from_its_engines_past_jobs(api: A
     small = (await get(api, f"/video/jobs/{(await queue(api, key))}", key)).json()
     big = (await get(api, f"/video/jobs/{queue_id}", key)).json()
     assert big["estimated_run_seconds"] > small["estimated_run_seconds"], "more pixels and seconds take longer"
+
+
+async def test_cancel_stops_a_real_render_within_a_heartbeat_and_nothing_is_stored(api: Api) -> None:
+    key = await api.new_key(balance_usd=10)
+    account = await api.account_of(key)
+    # A long render (10 s of 1080p) so that the cancel lands while the engine is at work.
+    job_id = await queue(api, key, duration="10s", resolution="1080p")
+    rendering = asyncio.ensure_future(api.run_worker(max_jobs=1, timeout=120))
+    auth = {"Authorization": f"Bearer {key}"}
+    while (view := (await get(api, f"/video/jobs/{job_id}", key)).json())["progress"] <= 0:
+        assert view["status"] in ("queued", "running") and not rendering.done()
+        await asyncio.sleep(0.1)
+    canceled = await api.client.post(f"/api/v1/video/jobs/{job_id}/cancel", headers=auth)
+    assert canceled.json()["cancel_requested"] is True
+    await rendering  # the worker gives the job up and returns, long before a full 10 s 1080p render would end
+    done = (await get(api, f"/video/jobs/{job_id}", key)).json()
+    assert done["status"] == "canceled" and done["progress"] < 100 and done["media_available"] is False
+    assert api.balance_and_ledger(account) == (10_000_000, 10_000_000)
+    job = await api.ctx.store.get(job_id)
+    assert job is not None and job.media_key is None
+    assert not any(api.ctx.storage.keys_with_prefix(job_id)), "no video stored for a canceled job"

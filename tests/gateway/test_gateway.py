@@ -250,3 +250,34 @@ def test_settings_that_cannot_work_are_startup_errors(tmp_path: Path) -> None:
     assert nothing.returncode == 2 and "'sora-9-*' routes no model" in nothing.stderr
     unknown = serve({"up": {**base, "colour": "red"}}, UP_KEY="k")
     assert unknown.returncode == 2 and "VIDGATE_UPSTREAMS" in unknown.stderr and "colour" in unknown.stderr
+
+
+def test_cancel_on_the_gateway_cancels_the_upstream_job_and_refunds(tmp_path: Path) -> None:
+    # An upstream without workers keeps its job queued, so the gateway's worker is polling it when it is canceled.
+    upstream = start(LiveServer(tmp_path / "upstream", free_port(), server_env(), workers=0))
+    gateway = start(gateway_for(tmp_path, upstream))
+    try:
+        before = balance(gateway)
+        queued = post(gateway, "/video/queue", BODY)
+        assert queued.status_code == 200, queued.text
+        queue_id = queued.json()["queue_id"]
+        upstream_id = upstream_job_of(gateway, queue_id)["queue_id"]
+        auth = {"Authorization": f"Bearer {gateway.api_key}"}
+        deadline = time.monotonic() + WAIT_S
+        while httpx.get(f"{gateway.base_url}/api/v1/video/jobs/{queue_id}", headers=auth).json()["status"] != "running":
+            assert time.monotonic() < deadline, "the gateway's worker never took the job"
+            time.sleep(0.1)
+        canceled = httpx.post(f"{gateway.base_url}/api/v1/video/jobs/{queue_id}/cancel", headers=auth)
+        assert canceled.status_code == 200, canceled.text
+        upstream_auth = {"Authorization": f"Bearer {upstream.api_key}"}
+        while True:
+            there = httpx.get(f"{upstream.base_url}/api/v1/video/jobs/{upstream_id}", headers=upstream_auth).json()
+            here = httpx.get(f"{gateway.base_url}/api/v1/video/jobs/{queue_id}", headers=auth).json()
+            if there["status"] == "canceled" and here["status"] == "canceled":
+                break
+            assert time.monotonic() < deadline, (here, there)
+            time.sleep(0.2)
+        assert here["refunded_usd"] == here["price_usd"] and balance(gateway) == before
+    finally:
+        gateway.stop()
+        upstream.stop()

@@ -104,6 +104,17 @@ class UpstreamEngine:
                 time.sleep(next_delay(exc, attempt, cap=5.0))
         log.warning("upstream %s job %s: gave up deleting the upstream copy", job.upstream, job.queue_id)
 
+    def canceled(self, spec: RenderSpec) -> None:
+        """The client canceled the job here: stop it upstream too, so its provider stops generating (vidgate
+        upstreams), or at least ask it to delete its copy (Venice, which cannot stop a job). Best effort."""
+        job = UpstreamJob(**spec.options["upstream"])
+        client, _ = self.client(job.upstream)
+        try:
+            if not client.cancel(job.model, job.queue_id):
+                client.complete(job.model, job.queue_id)
+        except UpstreamError as exc:
+            log.warning("upstream %s job %s: could not cancel it there: %s", job.upstream, job.queue_id, exc)
+
     @staticmethod
     def terminal(job: UpstreamJob, exc: UpstreamError) -> TerminalFailure:
         report(job.upstream, exc)

@@ -374,6 +374,18 @@ class UpstreamClient:
         except UpstreamMediaGone:
             return
 
+    def cancel(self, model: str, queue_id: str) -> bool:
+        """Stop the upstream's job: vidgate's `POST /video/jobs/{id}/cancel` when the upstream is a vidgate
+        (True). Venice has no cancel (404/405): its generation runs on and is paid for; its copy is deleted
+        when done: False, and the caller deletes what it can (`complete`)."""
+        try:
+            self._json_call("POST", f"/video/jobs/{queue_id}/cancel", "cancel")
+            return True
+        except UpstreamError as exc:
+            if exc.status in (404, 405, 409):  # no such route (Venice), or the job is already over
+                return False
+            raise
+
     def list_models(self) -> list[dict[str, Any]]:
         """GET /models?type=video: the upstream's catalogue entries (`data[]`)."""
         data = self._json_call("GET", "/models", "models", params={"type": "video"})

@@ -108,6 +108,9 @@ _HEARTBEAT = update(jobs).where(_HELD, jobs.c.cancel_requested.is_(False)).value
     lease_expires_at=bindparam("expires"), progress=bindparam("progress"))
 
 
+PROGRESS_EVENT_STEP = 0.01  # a heartbeat logs a progress event when progress moved at least this much
+
+
 @dataclass(frozen=True)
 class ClaimScope:
     """Which jobs a worker takes: its engines, and for engines that serve named models only (diffusers), those
@@ -222,8 +225,10 @@ class JobStore:
         params = {"job_id": job_id, "token": token, "expires": time.time() + lease_seconds, "progress": progress}
 
         def beat(conn: Connection) -> bool:
+            before = conn.execute(select(jobs.c.progress).where(jobs.c.id == job_id)).scalar_one_or_none()
             if conn.execute(_HEARTBEAT, params).rowcount == 1:
-                record_event(conn, job_id, "progress")
+                if before is None or abs(progress - before) >= PROGRESS_EVENT_STEP:
+                    record_event(conn, job_id, "progress")
                 return True
             _cancel_and_refund(conn, job_id, token, "canceled by the client while running")
             return False
