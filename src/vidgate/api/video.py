@@ -149,6 +149,8 @@ async def queue_video(request: Request) -> JSONResponse:
         return queued_answer(ctx, request, spec, str(body["model"]), earlier)
     req = validate_queue(body, spec)
     ensure_renderable(spec, req, ctx.settings.diffusers_models)
+    # The webhook target is vetted (SSRF guard) before any work: a gateway job is submitted upstream below.
+    webhook_url = await vetted_target(ctx.fetcher, body.get("webhook_url"), field="webhook_url")
     # Media is fetched and checked before the charge, so a bad input costs nothing.
     prepared, facts = await ctx.prepare_media(req, spec)
     try:
@@ -165,7 +167,7 @@ async def queue_video(request: Request) -> JSONResponse:
             account_id=principal.account_id, model=spec.id, request=payload.to_json(), engine=spec.engine,
             price_micros=price.micros, private=spec.download_url, resolution=req.resolution,
             idempotency=idempotency,
-            webhook_url=await vetted_target(ctx.fetcher, body.get("webhook_url"), field="webhook_url"),
+            webhook_url=webhook_url,
         )
     except IdempotencyConflict:
         if prepared is not None:
