@@ -406,73 +406,71 @@ def test_wallet_requests_are_counted_per_wallet_and_released(api: Api) -> None:
     assert db.write_now(lambda c: enter_wallet_request(c, "0xa", 2, now + 601, 600))
 
 
-async def test_sixth_request_in_flight_for_a_wallet_is_429(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
-    import vidgate.api.video as video
+class HeldRequests:
+    """Holds every request that reaches the retrieve route's body read until `release` is set, counting them:
+    so a test can keep a wallet's requests in flight."""
 
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import vidgate.api.video as video
+
+        self.entered, self.release = 0, asyncio.Event()
+        original = video.read_json_object
+
+        async def held(request: Any, max_bytes: int) -> dict[str, Any]:
+            self.entered += 1
+            await self.release.wait()
+            return await original(request, max_bytes)
+
+        monkeypatch.setattr(video, "read_json_object", held)
+
+    async def until(self, count: int) -> None:
+        while self.entered < count:
+            await asyncio.sleep(0.01)
+
+
+NO_JOB = {"model": "wan-2.5-preview-text-to-video", "queue_id": "nope"}
+
+
+async def test_sixth_request_in_flight_for_a_wallet_is_429(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     wallet = Wallet()
     await fund(api, wallet.address, 5)
-    entered, release = 0, asyncio.Event()
-    original = video.read_json_object
-
-    async def held(request: Any, max_bytes: int) -> dict[str, Any]:
-        nonlocal entered
-        entered += 1
-        await release.wait()
-        return await original(request, max_bytes)
-
-    monkeypatch.setattr(video, "read_json_object", held)
-    ident = {"model": "wan-2.5-preview-text-to-video", "queue_id": "nope"}
+    held = HeldRequests(monkeypatch)
 
     async def retrieve() -> httpx.Response:
-        return await api.post("/video/retrieve", ident, headers={"SIGN-IN-WITH-X": wallet.header()})
+        return await api.post("/video/retrieve", NO_JOB, headers={"SIGN-IN-WITH-X": wallet.header()})
 
     holding = [asyncio.create_task(retrieve()) for _ in range(5)]
-    while entered < 5:
-        await asyncio.sleep(0.01)
+    await held.until(5)
     sixth = await retrieve()
     assert sixth.status_code == 429
     assert sixth.json() == {"error": "Too many concurrent requests", "code": "X402_CONCURRENCY_LIMIT"}
     # Another wallet is not affected.
     other = Wallet()
     await fund(api, other.address, 5)
-    other_response = api.post("/video/retrieve", ident, headers={"SIGN-IN-WITH-X": other.header()})
-    other_task = asyncio.create_task(other_response)
-    while entered < 6:
-        await asyncio.sleep(0.01)
-    release.set()
+    other_task = asyncio.create_task(api.post("/video/retrieve", NO_JOB,
+                                              headers={"SIGN-IN-WITH-X": other.header()}))
+    await held.until(6)
+    held.release.set()
     assert [r.status_code for r in await asyncio.gather(*holding, other_task)] == [404] * 6
     # The slots were given back when those responses ended (a 404 too).
     assert (await retrieve()).status_code == 404
 
 
 async def test_the_wallet_limit_holds_across_api_nodes(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
-    import vidgate.api.video as video
-
     wallet = Wallet()
     await fund(api, wallet.address, 5)
-    entered, release = 0, asyncio.Event()
-    original = video.read_json_object
-
-    async def held(request: Any, max_bytes: int) -> dict[str, Any]:
-        nonlocal entered
-        entered += 1
-        await release.wait()
-        return await original(request, max_bytes)
-
-    monkeypatch.setattr(video, "read_json_object", held)
-    ident = {"model": "wan-2.5-preview-text-to-video", "queue_id": "nope"}
+    held = HeldRequests(monkeypatch)
     async with api_for(api.settings) as other_node:  # a second API process on the same database
 
         async def retrieve(node: Api) -> httpx.Response:
-            return await node.post("/video/retrieve", ident, headers={"SIGN-IN-WITH-X": wallet.header()})
+            return await node.post("/video/retrieve", NO_JOB, headers={"SIGN-IN-WITH-X": wallet.header()})
 
         holding = [asyncio.create_task(retrieve(node)) for node in (api, api, api, other_node, other_node)]
-        while entered < 5:
-            await asyncio.sleep(0.01)
+        await held.until(5)
         for node in (api, other_node):
             sixth = await retrieve(node)
             assert sixth.status_code == 429 and sixth.json()["code"] == "X402_CONCURRENCY_LIMIT"
-        release.set()
+        held.release.set()
         assert [r.status_code for r in await asyncio.gather(*holding)] == [404] * 5
         assert (await retrieve(other_node)).status_code == 404
 

@@ -209,8 +209,8 @@ def test_an_older_revision_is_not_upgraded_at_start(tmp_path: Path) -> None:
     assert migrate.current_revision(url) == "0001"
 
 
-def test_processes_starting_together_create_the_schema_once(tmp_path: Path) -> None:
-    url = sqlite_url(tmp_path / "race.db")
+def start_together(url: str, processes: int) -> None:
+    """`processes` starts at once against one database: none fails, and it ends at the head revision."""
     errors: list[BaseException] = []
 
     def start() -> None:
@@ -219,7 +219,7 @@ def test_processes_starting_together_create_the_schema_once(tmp_path: Path) -> N
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=start) for _ in range(6)]
+    threads = [threading.Thread(target=start) for _ in range(processes)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -227,26 +227,15 @@ def test_processes_starting_together_create_the_schema_once(tmp_path: Path) -> N
     assert errors == []
     assert migrate.current_revision(url) == migrate.head_revision()
 
+
+def test_processes_starting_together_create_the_schema_once(tmp_path: Path) -> None:
+    start_together(sqlite_url(tmp_path / "race.db"), 6)
 
 
 def test_on_postgresql_processes_starting_together_migrate_once_to_the_metadata(
         postgres_cluster: PostgresCluster) -> None:
     url = postgres_cluster.empty_database()
-    errors: list[BaseException] = []
-
-    def start() -> None:
-        try:
-            migrate.ensure_schema(url)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=start) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
-    assert migrate.current_revision(url) == migrate.head_revision()
+    start_together(url, 4)
     engine = create_engine(psycopg_url(url))
     try:
         with engine.connect() as conn:
