@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -40,8 +41,17 @@ class KeyOwner:
     balance_micros: int
 
 
+@functools.lru_cache(maxsize=4)
+def _keyed_hmac(pepper: str) -> hmac.HMAC:
+    """HMAC-SHA256 already keyed with the pepper: copying it skips the key setup (~1 µs of ~3) that every
+    authenticated request would otherwise repeat. Never updated itself, only copied."""
+    return hmac.new(pepper.encode(), digestmod=hashlib.sha256)
+
+
 def hash_secret(secret: str, pepper: str) -> str:
-    return hmac.new(pepper.encode(), secret.encode(), hashlib.sha256).hexdigest()
+    mac = _keyed_hmac(pepper).copy()
+    mac.update(secret.encode())
+    return mac.hexdigest()
 
 
 def split_key(key: str) -> tuple[str, str] | None:
