@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vidgate.api.eventhub import EventHub
 from vidgate.api.ratelimit import RateLimiter, rate_limiter_from_settings
@@ -41,6 +41,7 @@ class AppContext:
     fetcher: GuardedFetcher
     hub: EventHub
     _estimator: tuple[float, Estimator] | None = None
+    _averages: dict[tuple[str, str | None], int] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings) -> AppContext:
@@ -81,6 +82,7 @@ class AppContext:
         if self._estimator is None or now - self._estimator[0] >= EXECUTION_TIME_CACHE_SECONDS:
             history = await self.db.read(recent_finished)
             self._estimator = (now, Estimator(history, self.settings.default_average_execution_ms / 1000))
+            self._averages = {}
         return self._estimator[1]
 
     async def estimate(self, job: Job) -> Estimate:
@@ -91,10 +93,16 @@ class AppContext:
             float(duration) if isinstance(duration, int | float) else None)
 
     async def average_execution_ms(self, model: str, resolution: str | None = None) -> int:
-        """Venice's `average_execution_time` for a job of this model and resolution: from queueing to done."""
+        """Venice's `average_execution_time` for a job of this model and resolution: from queueing to done
+        (kept until the estimator is rebuilt: every retrieve poll asks)."""
+        estimator = await self.estimator()
+        key = (model, resolution)
+        if (known := self._averages.get(key)) is not None:
+            return known
         spec = self.catalog.get(model)
-        estimate = (await self.estimator()).estimate(model, spec.engine if spec else "", resolution, None)
-        return int(estimate.total_s * 1000)
+        estimate = estimator.estimate(model, spec.engine if spec else "", resolution, None)
+        self._averages[key] = value = int(estimate.total_s * 1000)
+        return value
 
 
 def media_facts(prepared: PreparedInputs) -> MediaFacts:
