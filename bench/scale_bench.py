@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import http.client
 import json
 import os
@@ -101,6 +102,19 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+@contextlib.contextmanager
+def cache_lock(cache: Path) -> Iterator[None]:
+    """One run at a time per cache dir: a second would stop the first one's cluster (see postgres_cluster)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / "lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SystemExit(f"another scale_bench run is using {cache}; wait for it, or pass another --cache-dir") \
+                from None
+        yield
 
 
 @contextlib.contextmanager
@@ -864,7 +878,7 @@ def bench_million(duration: float, rounds: int, cluster: pgtest.PostgresCluster 
         samples = {name: sample_jobs(dep, 2000) for name, dep in deps.items()}
         rng = random.Random(12)
 
-        def sequential(name: str, count: int, out: list[float] | None) -> None:
+        def sequential(name: str, count: int, out: list[float] | None, in_order: bool = False) -> None:
             """`count` retrieves one after the other on one keep-alive connection, opened first (uvicorn drops
             a connection idle for 5 s, as ours are while the other servers take their turn). Before each one
             (untimed) another connection commits a write, as on a busy server: so no retrieve is answered from
@@ -874,8 +888,8 @@ def bench_million(duration: float, rounds: int, cluster: pgtest.PostgresCluster 
             with contextlib.closing(http.client.HTTPConnection(HOST, dep.ports[0], timeout=30)) as conn, \
                     dep.writer() as touch:
                 conn.connect()
-                for _ in range(count):
-                    body = rng.choice(jobs)
+                for i in range(count):
+                    body = jobs[i] if in_order else rng.choice(jobs)
                     touch()
                     t0 = time.perf_counter()
                     status, answer = api_bench.send(conn, "POST", "/api/v1/video/retrieve", body, dep.auth)
@@ -885,9 +899,13 @@ def bench_million(duration: float, rounds: int, cluster: pgtest.PostgresCluster 
                     if out is not None:
                         out.append(elapsed)
 
-        for name in deps:
-            log(f"million: warming up {name} (500 requests)")
-            sequential(name, 500, None)
+        for name in deps:  # every sampled job once: the measured requests then find their pages cached
+            log(f"million: warming up {name} ({len(samples[name])} requests, each sampled job once)")
+            warm = list(samples[name])
+            rng.shuffle(warm)
+            samples[name], all_jobs = warm, samples[name]
+            sequential(name, len(warm), None, in_order=True)
+            samples[name] = all_jobs
         names = list(deps)
         for b in range(max(1, requests // block)):
             for name in (names if b % 2 == 0 else names[::-1]):
@@ -963,14 +981,24 @@ def main(argv: list[str] | None = None) -> int:
 
     # SIGTERM (a killed run) unwinds like Ctrl-C, so every `finally` stops its processes and the cluster.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    if args.fresh and args.cache_dir.exists():
+    with cache_lock(args.cache_dir):
+        rows, errors = run_sections(args, sections)
+    print(bench_run.markdown_table(rows))
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def run_sections(args: argparse.Namespace, sections: list[str]) -> tuple[list[Row], list[str]]:
+    if args.fresh:
         bin_dir = pgtest.postgres_bin()
         if bin_dir is not None and (args.cache_dir / "pg" / "data" / "postmaster.pid").exists():
             cluster = pgtest.PostgresCluster(bin_dir, args.cache_dir / "pg")
             with contextlib.suppress(subprocess.CalledProcessError):
                 cluster.stop("immediate")  # left running by a killed run
-        shutil.rmtree(args.cache_dir)
-    args.cache_dir.mkdir(parents=True, exist_ok=True)
+        for entry in args.cache_dir.iterdir():
+            if entry.name != "lock":
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
     rows: list[Row] = []
     errors: list[str] = []
@@ -1003,10 +1031,7 @@ def main(argv: list[str] | None = None) -> int:
                 traceback.print_exc()
                 errors.append(f"{name}: {type(exc).__name__}: {str(exc)[:500]}")
             log(f"--- {name} took {time.perf_counter() - t0:.0f} s")
-    print(bench_run.markdown_table(rows))
-    for e in errors:
-        print(f"error: {e}", file=sys.stderr)
-    return 1 if errors else 0
+    return rows, errors
 
 
 if __name__ == "__main__":

@@ -109,6 +109,7 @@ def serve(
     from vidgate.supervisor import WorkerSupervisor
 
     settings = _settings(data_dir, workers=workers)
+    _setup_logging(settings)
     _check_catalog(settings)
     _check_storage(settings)
     _check_rate_limits(settings)
@@ -120,15 +121,26 @@ def serve(
     supervisor = WorkerSupervisor(settings, 0 if no_workers else settings.workers)
     supervisor.start()
     console.print(f"vidgate listening on http://{host}:{port}/api/v1 "
-                  f"(data: {settings.data_dir.resolve()}, workers: {supervisor.count})")
+                  f"(data: {settings.data_dir.resolve()}, workers: {supervisor.count})", soft_wrap=True)
     count = supervisor.count
     role = "API node" + (f" with {count} worker{'s' if count != 1 else ''}" if count else " (no workers)")
     console.print(node_description(settings, role), highlight=False)
     _announce_upscaler(settings)
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+        # log_config=None: uvicorn's own records go through vidgate's log handler (JSON by default) instead of a
+        # text format of uvicorn's; its access log stays off (api/observe.py writes one line per request).
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False,
+                    log_config=None)
     finally:
         supervisor.stop()
+
+
+def _setup_logging(settings: Settings) -> None:
+    """Log records as VIDGATE_LOG_FORMAT says (vidgate.logs), from the start of `serve` and `worker` on. What the
+    operator reads once at the start (the first key, where it listens, the upscaler) stays plain text on stdout."""
+    from vidgate.logs import setup_logging
+
+    setup_logging(settings.log_format)
 
 
 def _check_catalog(settings: Settings) -> int:
@@ -202,6 +214,7 @@ def worker(
     settings = _settings(data_dir, worker_device=device,
                          worker_engines=engines.split(",") if engines else None,
                          worker_models=models.split(",") if models else None)
+    _setup_logging(settings)
     _check_catalog(settings)
     _check_storage(settings)
     _open_database(settings).dispose()  # a new database is created here; one at another revision stops here

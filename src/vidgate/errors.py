@@ -123,13 +123,27 @@ class PaymentRequired(VidgateError):
         return self._body
 
 
-INSUFFICIENT_BALANCE_MESSAGE = (
-    "Insufficient USD or Diem balance to complete request. Visit https://venice.ai/settings/api to add credits."
-)
+# Venice's first sentence is kept whoever runs the server: clients match on it (and on the code). The second one
+# tells the user where to add credit: Venice's settings page only when the operator asks for Venice's texts
+# (VIDGATE_VENICE_TEXTS); else the operator's VIDGATE_TOPUP_URL, or the operator themselves.
+INSUFFICIENT_BALANCE_PREFIX = "Insufficient USD or Diem balance to complete request."
+VENICE_INSUFFICIENT_BALANCE_MESSAGE = (
+    f"{INSUFFICIENT_BALANCE_PREFIX} Visit https://venice.ai/settings/api to add credits.")
+INSUFFICIENT_BALANCE_MESSAGE = f"{INSUFFICIENT_BALANCE_PREFIX} Ask the operator of this server to add credits."
 
 
-def insufficient_balance() -> PaymentRequired:
-    return PaymentRequired({"error": INSUFFICIENT_BALANCE_MESSAGE, "code": "INSUFFICIENT_BALANCE"})
+def insufficient_balance_message(topup_url: str | None = None, *, venice_texts: bool = False) -> str:
+    if venice_texts:
+        return VENICE_INSUFFICIENT_BALANCE_MESSAGE
+    if topup_url:
+        return f"{INSUFFICIENT_BALANCE_PREFIX} Visit {topup_url} to add credits."
+    return INSUFFICIENT_BALANCE_MESSAGE
+
+
+def insufficient_balance(message: str = INSUFFICIENT_BALANCE_MESSAGE) -> PaymentRequired:
+    """402 INSUFFICIENT_BALANCE. Raised where no settings are at hand (the ledger); the app's error handler puts
+    the operator's message in (api/app.py)."""
+    return PaymentRequired({"error": message, "code": "INSUFFICIENT_BALANCE"})
 
 
 class Forbidden(VidgateError):

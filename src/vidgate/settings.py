@@ -105,6 +105,8 @@ class Settings(BaseSettings):
         default="json", description="json: one JSON object per line (request_id, job_id); text: for a terminal")
     access_log: bool = Field(default=True, description="one INFO line per HTTP request (method, path, status, "
                              "duration_ms, request_id)")
+    access_log_polls: bool = Field(default=False, description="also log status polls answered 200 (POST "
+                                   "/video/retrieve, GET /video/jobs/{id}): most of the traffic; /metrics counts them")
     metrics_enabled: bool = Field(default=True, description="GET /metrics (Prometheus) and the per-request counts")
     topup_url: str | None = Field(
         default=None, description="Where your users add credit; named in the INSUFFICIENT_BALANCE message")

@@ -67,18 +67,27 @@ def discovery_body(settings: Settings, resource_url: str, nonce: str | None = No
         "resource": {"url": resource_url, "description": "Venice API", "mimeType": "application/json"},
         "accepts": payment_accepts(settings, settings.x402_inference_amount_usd),
         "extensions": {"sign-in-with-x": siwx_challenge(settings, resource_url, nonce)},
-        "authOptions": {
-            "apiKey": {
-                "header": "Authorization: Bearer YOUR_API_KEY",
-                "getKey": "https://venice.ai/settings/api",
-                "docs": "https://docs.venice.ai/api-reference",
-            },
-            "x402Wallet": {
-                "header": "SIGN-IN-WITH-X",
-                "legacyHeader": "X-Sign-In-With-X",
-                "topUp": "POST /api/v1/x402/top-up",
-                "docs": "https://docs.venice.ai/api-reference/endpoint/x402/top-up",
-            },
+        "authOptions": auth_options(settings, resource_url),
+    }
+
+
+def auth_options(settings: Settings, resource_url: str) -> dict[str, Any]:
+    """Where a client gets a key and reads the docs: Venice's pages only when the operator asks for Venice's
+    texts (VIDGATE_VENICE_TEXTS); else VIDGATE_ACCOUNT_URL for keys, and this server's own /docs."""
+    if settings.venice_texts:
+        get_key, docs, top_up_docs = ("https://venice.ai/settings/api", "https://docs.venice.ai/api-reference",
+                                      "https://docs.venice.ai/api-reference/endpoint/x402/top-up")
+    else:
+        # The resource is <this server's public base>/api/v1/...: its base, whatever prefix a proxy adds.
+        docs = f"{resource_url.partition('/api/v1/')[0]}/docs"
+        get_key, top_up_docs = settings.account_url or docs, f"{docs}#/x402/topUpX402Balance"
+    return {
+        "apiKey": {"header": "Authorization: Bearer YOUR_API_KEY", "getKey": get_key, "docs": docs},
+        "x402Wallet": {
+            "header": "SIGN-IN-WITH-X",
+            "legacyHeader": "X-Sign-In-With-X",
+            "topUp": "POST /api/v1/x402/top-up",
+            "docs": top_up_docs,
         },
     }
 

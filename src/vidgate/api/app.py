@@ -12,10 +12,30 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
-from vidgate.api import consents, delivery, events, jobs, models, playground, video, webhooks, x402
+from vidgate.api import (
+    consents,
+    delivery,
+    docs,
+    events,
+    jobs,
+    metrics,
+    models,
+    playground,
+    readyz,
+    video,
+    webhooks,
+    x402,
+)
 from vidgate.api.context import AppContext
 from vidgate.api.http import JSONResponse, ResponseHeadersMiddleware, error_response
-from vidgate.errors import InferenceFailed, VidgateError
+from vidgate.api.observe import ObserveMiddleware
+from vidgate.errors import (
+    InferenceFailed,
+    PaymentRequired,
+    VidgateError,
+    insufficient_balance,
+    insufficient_balance_message,
+)
 from vidgate.settings import Settings
 from vidgate.webhooks.dispatcher import Dispatcher
 
@@ -42,11 +62,17 @@ def create_app(settings: Settings) -> FastAPI:
         await ctx.hub.close()
         ctx.db.dispose()
 
-    app = FastAPI(title="vidgate", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    # No generated /openapi.json or /docs: FastAPI cannot describe the Starlette routes below, and its /docs loads
+    # Swagger UI from a CDN. api/docs.py serves both, from the package.
+    app = FastAPI(title="vidgate", version="0.1.0", lifespan=lifespan, openapi_url=None, docs_url=None,
+                  redoc_url=None)
     app.state.ctx = ctx
+    balance_message = insufficient_balance_message(settings.topup_url, venice_texts=settings.venice_texts)
 
     @app.exception_handler(VidgateError)
     async def vidgate_error(request: Request, exc: VidgateError) -> JSONResponse:
+        if isinstance(exc, PaymentRequired) and exc.body().get("code") == "INSUFFICIENT_BALANCE":
+            exc = insufficient_balance(balance_message)  # raised by the ledger, which has no settings at hand
         return error_response(request, exc)
 
     @app.exception_handler(StarletteHTTPException)
@@ -61,7 +87,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        # Outside ObserveMiddleware (Starlette runs this handler in its outermost layer): the id is passed here.
+        log.exception("unhandled error on %s %s", request.method, request.url.path,
+                      extra={"request_id": request.scope.get("state", {}).get("request_id")})
         return error_response(request, InferenceFailed("An unknown error occurred"))
 
     @app.get("/healthz")
@@ -73,6 +101,16 @@ def create_app(settings: Settings) -> FastAPI:
     # dependency solving and nested-router matching are cost without benefit there (bench/RESULTS.md).
     app.router.routes[:0] = [*video.routes, *jobs.routes, *events.routes, *delivery.routes, *models.routes,
                              *x402.routes, *consents.routes, *webhooks.routes,
-                             *playground.routes]
+                             *playground.routes, *readyz.routes, *docs.routes]
+    stats = None
+    if settings.metrics_enabled:
+        app.state.metrics = metrics.Metrics(ctx.db, settings.resolved_database_url)
+        stats = app.state.metrics.requests
+        app.router.routes.extend(metrics.routes)
+    # Added first, so it runs inside ResponseHeadersMiddleware, which makes the request id it logs with.
+    if stats is not None or settings.access_log:
+        app.add_middleware(ObserveMiddleware, stats=stats, log_requests=settings.access_log,
+                           log_polls=settings.access_log_polls,
+                           routes=app.router.routes)
     app.add_middleware(ResponseHeadersMiddleware)
     return app
