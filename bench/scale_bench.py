@@ -16,9 +16,10 @@ Sections (each measures the compared sides in the same run, alternating, `--roun
    the client had the 200 (negative: the job started before the answer reached the client), and minus the row's
    `created_at`. Target: p50 < 50 ms.
 3. `million`: retrieve of random existing jobs in a table of `--rows` (1,000,000) rows against one of 1,000
-   (target: p50 ratio ≤ 1.2), one API process each. `--requests` sequential keep-alive requests per table in
-   alternating blocks, each after an untimed commit from another connection (a busy server: nothing answered
-   from an idle server's poll cache), p50/p99; then `wrk` with a random job per request on the idle servers. The
+   (target: p50 ratio ≤ 1.2), one API process each. 2,000 sampled jobs each retrieved once (warm-up), then
+   `--requests` sequential keep-alive requests of random sampled jobs per table in alternating blocks, each
+   after an untimed commit from another connection (a busy server: nothing answered from an idle server's poll
+   cache), p50/p99; then `wrk` with a random job per request on the idle servers. The
    tables (one account; of every 1,000 jobs 930 COMPLETED, 48 FAILED, 20 CANCELED, 1 QUEUED, 1 PROCESSING; half
    on a private model, whose retrieve answers JSON) are built once, SQLite by executemany in one transaction,
    PostgreSQL by INSERT ... SELECT generate_series, and cached in `--cache-dir` with the PostgreSQL cluster
@@ -28,8 +29,9 @@ Sections (each measures the compared sides in the same run, alternating, `--roun
 
 Every process (servers, workers, wrk, the PostgreSQL cluster) is stopped on exit, errors included.
 
-Run:  .venv/bin/python bench/scale_bench.py          (about 12 min on 2 cores with --rounds 3; building the
-                                                      1M-row tables the first time adds ~2 min)
+Run:  .venv/bin/python bench/scale_bench.py          (about 11 min on 2 cores; bench/RESULTS.md used --rounds 3,
+                                                      about 14 min; building the 1M-row tables the first time
+                                                      adds ~1-2 min)
       .venv/bin/python bench/scale_bench.py --only latency --only million --duration 5
 """
 
