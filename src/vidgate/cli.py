@@ -282,9 +282,11 @@ def catalog_sync(
         print_error(f"{source}: {exc}")
         raise typer.Exit(1) from None
     out.write_text(json.dumps(result.data, indent=1) + "\n")
+    # soft_wrap: one line each whatever the terminal's width (a path is never cut; scripts read these lines).
     console.print(f"wrote {out}: {len(result.data['models'])} new, {len(result.data['update'])} changed, "
-                  f"{len(result.unchanged)} unchanged; {len(result.missing)} local models the server does not list")
-    console.print(f"review it, then start with VIDGATE_CATALOG_FILE={out}")
+                  f"{len(result.unchanged)} unchanged; {len(result.missing)} local models the server does not list",
+                  soft_wrap=True, highlight=False)
+    console.print(f"review it, then start with VIDGATE_CATALOG_FILE={out}", soft_wrap=True, highlight=False)
 
 
 @keys_app.command("create")
