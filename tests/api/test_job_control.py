@@ -204,3 +204,15 @@ async def test_cancel_stops_a_real_render_within_a_heartbeat_and_nothing_is_stor
     job = await api.ctx.store.get(job_id)
     assert job is not None and job.media_key is None
     assert not any(api.ctx.storage.keys_with_prefix(job_id)), "no video stored for a canceled job"
+
+
+async def test_a_polled_status_follows_the_queue_as_it_moves(api: Api) -> None:
+    key = await api.new_key()
+    first, second = await queue(api, key), await queue(api, key)
+    assert (await get(api, f"/video/jobs/{second}", key)).json()["queue_position"] == 2
+    await api.client.post(f"/api/v1/video/jobs/{first}/cancel", headers={"Authorization": f"Bearer {key}"})
+    assert (await get(api, f"/video/jobs/{second}", key)).json()["queue_position"] == 1
+    claim = await api.ctx.store.claim_next("w", 30, 3)
+    assert claim is not None and claim.job.id == second
+    running = (await get(api, f"/video/jobs/{second}", key)).json()
+    assert running["status"] == "running" and running["queue_position"] is None
