@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,8 +48,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("db_backend", BACKENDS, indirect=True)
 
 
-@pytest.fixture(scope="session")
-def postgres_cluster() -> Iterator[PostgresCluster]:
+@contextmanager
+def cluster_or_skip() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster; the test is skipped, saying why, when there are no binaries (and fails
+    then if VIDGATE_REQUIRE_POSTGRES=1, as in CI)."""
     cluster = start_cluster()
     if isinstance(cluster, str):
         if os.environ.get(REQUIRE_ENV) == "1":
@@ -59,6 +61,19 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
         yield cluster
     finally:
         remove_cluster(cluster)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    with cluster_or_skip() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def own_postgres_cluster() -> Iterator[PostgresCluster]:
+    """A cluster of the test's own, to stop and restart (the session's is shared)."""
+    with cluster_or_skip() as cluster:
+        yield cluster
 
 
 @pytest.fixture

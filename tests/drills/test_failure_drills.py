@@ -40,12 +40,11 @@ from typing import Any
 import av
 import boto3
 import httpx
-import pytest
 from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.pool import NullPool
 
 from tests.conftest import free_port, t2v_body
-from tests.postgres import REQUIRE_ENV, PostgresCluster, remove_cluster, start_cluster
+from tests.postgres import PostgresCluster
 from tests.storage.test_s3 import FAKE_AWS
 from vidgate.accounts.keys import create_api_key
 from vidgate.accounts.ledger import create_account, credit, usd_to_micros
@@ -160,20 +159,6 @@ def moto_server(log_dir: Path) -> Iterator[str]:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-
-
-@pytest.fixture
-def cluster() -> Iterator[PostgresCluster]:
-    """A cluster of this drill's own: it is restarted mid-run, which the session's shared one must not be."""
-    started = start_cluster()
-    if isinstance(started, str):
-        if os.environ.get(REQUIRE_ENV) == "1":
-            pytest.fail(f"{started} ({REQUIRE_ENV}=1)")
-        pytest.skip(started)
-    try:
-        yield started
-    finally:
-        remove_cluster(started)
 
 
 # --- what the client saw ----------------------------------------------------------------------------------
@@ -339,7 +324,8 @@ class Deployment:
 
 
 async def test_kills_and_a_postgres_restart_under_load_lose_nothing_and_charge_once(
-        cluster: PostgresCluster) -> None:
+        own_postgres_cluster: PostgresCluster) -> None:
+    cluster = own_postgres_cluster  # restarted mid-run, which the session's shared one must not be
     root = Path(tempfile.mkdtemp(prefix="vidgate-drill-"))
     nodes: list[Node] = []
     try:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import Api, api_for, t2v_body
-from tests.postgres import PostgresCluster, remove_cluster, start_cluster
+from tests.postgres import PostgresCluster
 from vidgate.db import jobs, ledger, open_database
 from vidgate.jobs.states import JobStatus
 from vidgate.jobs.store import JobStore
@@ -68,23 +68,12 @@ async def test_notify_wakes_an_idle_worker_long_before_its_next_poll(api: Api) -
 
 
 @pytest.fixture
-def own_cluster() -> Iterator[PostgresCluster]:
-    """A cluster of this test's own, to stop and start (the session's is shared)."""
-    cluster = start_cluster()
-    if isinstance(cluster, str):
-        pytest.skip(cluster)
-    try:
-        yield cluster
-    finally:
-        remove_cluster(cluster)
-
-
-@pytest.fixture
-async def outage_api(own_cluster: PostgresCluster, tmp_path: Path) -> AsyncIterator[tuple[Api, PostgresCluster]]:
+async def outage_api(own_postgres_cluster: PostgresCluster,
+                     tmp_path: Path) -> AsyncIterator[tuple[Api, PostgresCluster]]:
     settings = load_settings(data_dir=tmp_path / "data", x264_preset="ultrafast",
-                             database_url=own_cluster.new_database())
+                             database_url=own_postgres_cluster.new_database())
     async with api_for(settings) as api:
-        yield api, own_cluster
+        yield api, own_postgres_cluster
 
 
 async def test_database_down_is_503_with_retry_after_and_the_node_recovers(

@@ -3,15 +3,11 @@ naming the check that cannot."""
 
 from __future__ import annotations
 
-import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import Api, api_for
-from tests.postgres import REQUIRE_ENV, PostgresCluster, remove_cluster, start_cluster
+from tests.postgres import PostgresCluster
 from vidgate.settings import load_settings
 
 
@@ -64,29 +60,15 @@ async def test_diffusers_weights_gone_is_503_naming_the_engines(tmp_path: Path) 
         assert "diffusers" in response.json()["engines"]
 
 
-@pytest.fixture
-def own_cluster() -> Iterator[PostgresCluster]:
-    """A PostgreSQL cluster of this test's own, to stop (the session's is shared)."""
-    cluster = start_cluster()
-    if isinstance(cluster, str):
-        if os.environ.get(REQUIRE_ENV) == "1":
-            pytest.fail(f"{cluster} ({REQUIRE_ENV}=1)")
-        pytest.skip(cluster)
-    try:
-        yield cluster
-    finally:
-        remove_cluster(cluster)
-
-
-async def test_database_down_is_503_naming_it(own_cluster: PostgresCluster, tmp_path: Path) -> None:
-    settings = load_settings(data_dir=tmp_path / "data", database_url=own_cluster.new_database())
+async def test_database_down_is_503_naming_it(own_postgres_cluster: PostgresCluster, tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "data", database_url=own_postgres_cluster.new_database())
     async with api_for(settings) as api:
         assert (await api.client.get("/readyz")).status_code == 200
-        own_cluster.stop("immediate")
+        own_postgres_cluster.stop("immediate")
         response = await api.client.get("/readyz")
         assert response.status_code == 503, response.text
         body = response.json()
         assert body["failing"] == ["database"] and body["checks"]["storage"] == "ok"
         assert "127.0.0.1" not in response.text, "no connection details to an unauthenticated caller"
-        own_cluster.start()
+        own_postgres_cluster.start()
         assert (await api.client.get("/readyz")).status_code == 200
