@@ -26,15 +26,13 @@ from vidgate.jobs.store import Job, JobFinished, cancel_job
 from vidgate.jobs.views import (
     PUBLIC_STATUS,
     STATUS_OF_PUBLIC,
-    BadCursor,
     JobContext,
-    decode_cursor,
-    encode_cursor,
     job_view,
     list_jobs,
     queue_position,
     running_count,
 )
+from vidgate.pagination import BadCursor, decode_cursor
 
 MAX_PAGE = 100
 DEFAULT_PAGE = 20
@@ -98,6 +96,17 @@ def page_size(raw: str | None) -> int:
     return int(raw)
 
 
+def cursor_param(raw: str | None) -> tuple[float, str] | None:
+    """A list route's `cursor` query parameter (absent: the first page)."""
+    if not raw:
+        return None
+    try:
+        return decode_cursor(raw)
+    except BadCursor:
+        raise invalid("cursor", "cursor is not one this API returned (use next_cursor as given)",
+                      code="invalid_cursor") from None
+
+
 def status_filter(raw: str | None) -> list[JobStatus] | None:
     if not raw:
         return None
@@ -118,15 +127,11 @@ async def list_own_jobs(request: Request) -> JSONResponse:
     if model:
         known = ctx.catalog.get(model)
         model = known.id if known else model
-    try:
-        cursor = decode_cursor(params["cursor"]) if params.get("cursor") else None
-    except BadCursor:
-        raise invalid("cursor", "cursor is not one this API returned (use next_cursor as given)",
-                      code="invalid_cursor") from None
-    found, more = await ctx.db.read(lambda conn: list_jobs(conn, principal.account_id, statuses=statuses,
-                                                           model=model, limit=limit, cursor=cursor))
+    cursor = cursor_param(params.get("cursor"))
+    found, next_cursor = await ctx.db.read(lambda conn: list_jobs(
+        conn, principal.account_id, statuses=statuses, model=model, limit=limit, cursor=cursor))
     data = [await view_of(ctx, request, job) for job in found]
-    return JSONResponse({"data": data, "has_more": more, "next_cursor": encode_cursor(found[-1]) if more else None})
+    return JSONResponse({"data": data, "has_more": next_cursor is not None, "next_cursor": next_cursor})
 
 
 routes = [

@@ -19,17 +19,11 @@ from starlette.routing import Route
 
 from vidgate.api.auth import authenticate
 from vidgate.api.http import API_PREFIX, JSONResponse, read_json_object
-from vidgate.api.jobs import page_size
+from vidgate.api.jobs import cursor_param, page_size
 from vidgate.api.video import ctx_of
 from vidgate.errors import Conflict, NotFound, invalid
 from vidgate.webhooks import outbox
-from vidgate.webhooks.deliveries import (
-    BadCursor,
-    DeliveryInFlight,
-    decode_cursor,
-    list_deliveries,
-    redeliver,
-)
+from vidgate.webhooks.deliveries import DeliveryInFlight, list_deliveries, redeliver
 from vidgate.webhooks.endpoints import endpoint_of, ensure_endpoint, rotate_secret, set_url
 from vidgate.webhooks.targets import vetted_target
 
@@ -67,12 +61,7 @@ async def deliveries(request: Request) -> JSONResponse:
     ctx = ctx_of(request)
     principal = await authenticate(ctx, request, "retrieve")
     limit = page_size(request.query_params.get("limit"))
-    raw_cursor = request.query_params.get("cursor")
-    try:
-        cursor = decode_cursor(raw_cursor) if raw_cursor else None
-    except BadCursor:
-        raise invalid("cursor", "cursor is not one this API returned (use next_cursor as given)",
-                      code="invalid_cursor") from None
+    cursor = cursor_param(request.query_params.get("cursor"))
     found, next_cursor = await ctx.db.read(
         lambda conn: list_deliveries(conn, principal.account_id, limit=limit, cursor=cursor))
     return JSONResponse({"data": found, "has_more": next_cursor is not None, "next_cursor": next_cursor})

@@ -3,20 +3,18 @@ shape, built in one place, so that polling, streams and webhooks always agree.""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy import Connection, func, select
 
 from vidgate.consent import iso_time
 from vidgate.db import jobs
 from vidgate.jobs.estimates import Estimate
 from vidgate.jobs.states import JobStatus, public_error
 from vidgate.jobs.store import Job
+from vidgate.pagination import newest_first
 
 # The public names of the states (Venice's own routes say PROCESSING for both of the first two).
 PUBLIC_STATUS = {
@@ -106,33 +104,13 @@ def running_count(conn: Connection) -> int:
 # --- listing ------------------------------------------------------------------------------------------------
 
 
-class BadCursor(ValueError):
-    pass
-
-
-def encode_cursor(job: Job) -> str:
-    return base64.urlsafe_b64encode(json.dumps([job.created_at, job.id]).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[float, str]:
-    try:
-        created_at, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return float(created_at), str(job_id)
-    except (ValueError, TypeError, binascii.Error) as exc:
-        raise BadCursor(cursor) from exc
-
-
 def list_jobs(conn: Connection, account_id: str, *, statuses: list[JobStatus] | None, model: str | None,
-              limit: int, cursor: tuple[float, str] | None) -> tuple[list[Job], bool]:
-    """The account's jobs, newest first, after `cursor`; and whether more follow."""
+              limit: int, cursor: tuple[float, str] | None) -> tuple[list[Job], str | None]:
+    """The account's jobs, newest first, after `cursor`; and the next page's cursor."""
     query = select(jobs).where(jobs.c.account_id == account_id)
     if statuses:
         query = query.where(jobs.c.status.in_([s.value for s in statuses]))
     if model:
         query = query.where(jobs.c.model == model)
-    if cursor is not None:
-        created_at, job_id = cursor
-        query = query.where(or_(jobs.c.created_at < created_at,
-                                and_(jobs.c.created_at == created_at, jobs.c.id < job_id)))
-    rows = conn.execute(query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit + 1)).all()
-    return [Job.from_row(row) for row in rows[:limit]], len(rows) > limit
+    page, next_cursor = newest_first(conn, query, jobs, limit=limit, cursor=cursor)
+    return [Job.from_row(row) for row in page], next_cursor

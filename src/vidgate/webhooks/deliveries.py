@@ -9,18 +9,17 @@ duplicate.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, or_, select, update
+from sqlalchemy import Connection, insert, or_, select, update
 from sqlalchemy.engine import Row
 
 from vidgate.consent import iso_time
 from vidgate.db import webhook_attempts, webhook_deliveries
+from vidgate.pagination import newest_first
 from vidgate.webhooks.endpoints import secrets_of
 from vidgate.webhooks.outbox import DELIVERED, FAILED, PENDING, is_snapshot
 
@@ -130,15 +129,9 @@ def redeliver(conn: Connection, account_id: str, delivery_id: str, now: float) -
 def list_deliveries(conn: Connection, account_id: str, *, limit: int,
                     cursor: tuple[float, str] | None) -> tuple[list[dict[str, Any]], str | None]:
     """The account's deliveries, newest first, after `cursor`, each with its attempts; and the next cursor."""
-    query = select(D).where(D.c.account_id == account_id)
-    if cursor is not None:
-        created_at, delivery_id = cursor
-        query = query.where(or_(D.c.created_at < created_at, and_(D.c.created_at == created_at,
-                                                                  D.c.id < delivery_id)))
-    rows = conn.execute(query.order_by(D.c.created_at.desc(), D.c.id.desc()).limit(limit + 1)).all()
-    page = rows[:limit]
-    more = len(rows) > limit
-    return delivery_views(conn, page), encode_cursor(page[-1].created_at, page[-1].id) if more else None
+    page, next_cursor = newest_first(conn, select(D).where(D.c.account_id == account_id), D, limit=limit,
+                                     cursor=cursor)
+    return delivery_views(conn, page), next_cursor
 
 
 def delivery_views(conn: Connection, rows: list[Row[Any]]) -> list[dict[str, Any]]:
@@ -169,19 +162,3 @@ def delivery_views(conn: Connection, rows: list[Row[Any]]) -> list[dict[str, Any
             "attempts": attempts[row.id],
         })
     return views
-
-
-class BadCursor(ValueError):
-    pass
-
-
-def encode_cursor(created_at: float, delivery_id: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([created_at, delivery_id]).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[float, str]:
-    try:
-        created_at, delivery_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return float(created_at), str(delivery_id)
-    except (ValueError, TypeError, binascii.Error) as exc:
-        raise BadCursor(cursor) from exc
