@@ -290,68 +290,55 @@ class JobStore:
             update(jobs).where(jobs.c.id == job_id).values(download_revoked=True)))
 
 
+def _expired_leases(conn: Connection, now: float, *conditions: Any) -> list[str]:
+    """Running jobs whose worker stopped renewing its lease (it died), among those matching `conditions`."""
+    return [row.id for row in conn.execute(select(jobs.c.id).where(
+        jobs.c.status == JobStatus.PROCESSING.value, jobs.c.lease_expires_at < now, *conditions))]
+
+
 def _fail_exhausted(conn: Connection, now: float, max_attempts: int) -> None:
     """Jobs whose worker died on their last allowed attempt fail now, and are refunded."""
-    rows = conn.execute(
-        select(jobs.c.id).where(
-            jobs.c.status == JobStatus.PROCESSING.value,
-            jobs.c.lease_expires_at < now,
-            jobs.c.attempts >= max_attempts,
-        )
-    ).all()
-    for row in rows:
-        _fail_and_refund(conn, row.id, None, "worker lost (lease expired) on the last attempt")
-
-
-def _fail_and_refund(conn: Connection, job_id: str, token: str | None, error: str) -> None:
-    conditions = [jobs.c.id == job_id, jobs.c.status.in_(sources_of(JobStatus.FAILED))]
-    if token is not None:
-        conditions.append(jobs.c.lease_token == token)
-    row = conn.execute(select(jobs.c.account_id, jobs.c.price_micros).where(*conditions)).first()
-    if row is None:
-        return
-    failed = conn.execute(
-        transition(JobStatus.FAILED, *conditions).values(
-            finished_at=time.time(), error=error, lease_token=None, lease_expires_at=None,
-        )
-    ).rowcount
-    # On PostgreSQL another worker may have failed it between our read and our update: refund only our own.
-    if failed == 1:
-        record_event(conn, job_id, "failed", account_id=row.account_id)
-        if row.price_micros:
-            refund_job(conn, row.account_id, job_id, row.price_micros, note=f"refund: {error}"[:500])
-
-
-def _cancel_and_refund(conn: Connection, job_id: str, token: str | None, reason: str) -> bool:
-    """Cancel the job (queued; or running, held by `token` or by nobody) and refund it in full, with its event:
-    vidgate's cancellation policy is that a job that did not finish costs nothing."""
-    conditions = [jobs.c.id == job_id, jobs.c.status.in_(sources_of(JobStatus.CANCELED))]
-    if token is not None:
-        conditions += [jobs.c.lease_token == token, jobs.c.cancel_requested.is_(True)]
-    row = conn.execute(select(jobs.c.account_id, jobs.c.price_micros).where(*conditions)).first()
-    if row is None:
-        return False
-    canceled = conn.execute(
-        transition(JobStatus.CANCELED, *conditions).values(
-            finished_at=time.time(), error=reason, lease_token=None, lease_expires_at=None, cancel_requested=True,
-        )
-    ).rowcount
-    if canceled != 1:
-        return False
-    record_event(conn, job_id, "canceled", account_id=row.account_id)
-    if row.price_micros:
-        refund_job(conn, row.account_id, job_id, row.price_micros, note="refund: canceled")
-    return True
+    for job_id in _expired_leases(conn, now, jobs.c.attempts >= max_attempts):
+        _fail_and_refund(conn, job_id, None, "worker lost (lease expired) on the last attempt")
 
 
 def _cancel_abandoned(conn: Connection, now: float) -> None:
     """Jobs canceled while running whose worker died before it could stop: canceled and refunded now."""
-    rows = conn.execute(select(jobs.c.id).where(
-        jobs.c.status == JobStatus.PROCESSING.value, jobs.c.cancel_requested.is_(True),
-        jobs.c.lease_expires_at < now,
-    )).all()
-    for row in rows:
-        _cancel_and_refund(conn, row.id, None, "canceled by the client while running")
+    for job_id in _expired_leases(conn, now, jobs.c.cancel_requested.is_(True)):
+        _cancel_and_refund(conn, job_id, None, "canceled by the client while running")
+
+
+def _end_and_refund(conn: Connection, job_id: str, to: JobStatus, held: list[Any], *, error: str, note: str,
+                    **values: Any) -> bool:
+    """End an unfinished job as FAILED or CANCELED (only from a state that may move there, and only while
+    `held`'s conditions hold) and refund it in full, with its event: a job that did not finish costs nothing."""
+    conditions = [jobs.c.id == job_id, jobs.c.status.in_(sources_of(to)), *held]
+    row = conn.execute(select(jobs.c.account_id, jobs.c.price_micros).where(*conditions)).first()
+    if row is None:
+        return False
+    ended = conn.execute(transition(to, *conditions).values(
+        finished_at=time.time(), error=error, lease_token=None, lease_expires_at=None, **values)).rowcount
+    # On PostgreSQL another worker may have ended it between our read and our update: refund only our own.
+    if ended != 1:
+        return False
+    record_event(conn, job_id, to.value.lower(), account_id=row.account_id)
+    if row.price_micros:
+        refund_job(conn, row.account_id, job_id, row.price_micros, note=note[:500])
+    return True
+
+
+def _fail_and_refund(conn: Connection, job_id: str, token: str | None, error: str) -> None:
+    """Failed for good: held by `token`, or by nobody (its worker died)."""
+    held = [jobs.c.lease_token == token] if token is not None else []
+    _end_and_refund(conn, job_id, JobStatus.FAILED, held, error=error, note=f"refund: {error}")
+
+
+def _cancel_and_refund(conn: Connection, job_id: str, token: str | None, reason: str) -> bool:
+    """Canceled by the client: queued; or running, held by `token` (whose heartbeat saw the request) or by
+    nobody."""
+    held = [jobs.c.lease_token == token, jobs.c.cancel_requested.is_(True)] if token is not None else []
+    return _end_and_refund(conn, job_id, JobStatus.CANCELED, held, error=reason, note="refund: canceled",
+                           cancel_requested=True)
 
 
 class JobFinished(Exception):
