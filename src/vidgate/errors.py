@@ -188,6 +188,10 @@ class IdempotencyKeyReused(VidgateError):
     status_code = 422
     code = "IDEMPOTENCY_KEY_REUSED"
 
+    def __init__(self, key: str) -> None:
+        super().__init__(f"Idempotency-Key {key!r} was already used with a different request body; use a new key "
+                         "for a new request")
+
     def body(self) -> dict[str, Any]:
         return {"error": self.message, "code": self.code}
 

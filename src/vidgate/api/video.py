@@ -132,9 +132,8 @@ async def replayed(ctx: AppContext, account_id: str, idempotency: Idempotency | 
         return None
     try:
         earlier = await ctx.db.read(lambda conn: idempotent_replay(conn, account_id, idempotency))
-    except IdempotencyConflict:
-        raise IdempotencyKeyReused(f"Idempotency-Key {idempotency.key!r} was already used with a different "
-                                   "request body; use a new key for a new request") from None
+    except IdempotencyConflict as conflict:
+        raise IdempotencyKeyReused(conflict.key) from None
     return earlier.job_id if earlier else None
 
 
@@ -169,14 +168,11 @@ async def queue_video(request: Request) -> JSONResponse:
             idempotency=idempotency,
             webhook_url=webhook_url,
         )
-    except IdempotencyConflict:
+    except BaseException as exc:
         if prepared is not None:
             prepared.discard()
-        raise IdempotencyKeyReused(f"Idempotency-Key {idempotency.key if idempotency else ''!r} was already "
-                                   "used with a different request body; use a new key for a new request") from None
-    except BaseException:
-        if prepared is not None:
-            prepared.discard()
+        if isinstance(exc, IdempotencyConflict):  # another request with this key won the race
+            raise IdempotencyKeyReused(exc.key) from None
         raise
     if (spec.engine == "upstream" or queued.replayed) and prepared is not None:
         # Upstream: checked here; the upstream fetches the media itself, as the client sent them. Replayed: a

@@ -383,6 +383,10 @@ class Queued:
 class IdempotencyConflict(Exception):
     """The Idempotency-Key was used before with another body."""
 
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
 
 def idempotent_replay(conn: Connection, account_id: str, idempotency: Idempotency) -> Queued | None:
     row = conn.execute(
