@@ -32,7 +32,6 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,7 @@ from sqlalchemy.pool import NullPool
 
 from tests.conftest import free_port, t2v_body
 from tests.postgres import PostgresCluster
-from tests.storage.test_s3 import FAKE_AWS
+from tests.storage.moto import FAKE_AWS, moto_server
 from vidgate.accounts.keys import create_api_key
 from vidgate.accounts.ledger import create_account, credit, usd_to_micros
 from vidgate.db import accounts, jobs, ledger, open_database, psycopg_url
@@ -134,31 +133,6 @@ async def wait_healthy(node: Node, timeout: float = 60) -> None:
                     return
             await asyncio.sleep(0.1)
     raise AssertionError(f"{node.name} did not answer /healthz:\n{node.log_tail()}")
-
-
-@contextlib.contextmanager
-def moto_server(log_dir: Path) -> Iterator[str]:
-    port = free_port()
-    with (log_dir / "moto.log").open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **FAKE_AWS},
-                                start_new_session=True)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{endpoint}/moto-api/", timeout=1)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("moto server did not start:\n" + (log_dir / "moto.log").read_text()) from None
-                time.sleep(0.1)
-        yield endpoint
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 # --- what the client saw ----------------------------------------------------------------------------------

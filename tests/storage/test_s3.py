@@ -4,88 +4,25 @@ uploads, and the startup errors for a missing bucket or an unreachable endpoint.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
-import httpx
 import pytest
 
 from tests.conftest import api_for, free_port, t2v_body
+from tests.storage.moto import keys_in
 from tests.test_delivery import PRIVATE, path_of
 from vidgate.settings import Settings, load_settings
 from vidgate.storage import StorageConfigError, storage_from_settings
 from vidgate.storage.s3 import MULTIPART_CHUNK_SIZE, S3Storage
 from vidgate.worker import Worker
 
-FAKE_AWS = {
-    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
-    "AWS_CONFIG_FILE": "/nonexistent/aws-config", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws-credentials",
-}
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **FAKE_AWS})
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                httpx.get(f"{endpoint}/moto-api/", timeout=1)
-                break
-            except httpx.HTTPError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"moto server did not start:\n{log.read_text()}") from None
-                time.sleep(0.1)
-        yield endpoint
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@pytest.fixture(autouse=True)
-def fake_aws(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in FAKE_AWS.items():
-        monkeypatch.setenv(name, value)
-
-
-@pytest.fixture
-def s3(moto_endpoint: str) -> Any:
-    return boto3.client("s3", endpoint_url=moto_endpoint)
-
-
-@pytest.fixture
-def bucket(s3: Any) -> str:
-    name = f"vidgate-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name)
-    return name
-
 
 @pytest.fixture
 def s3_settings(tmp_path: Path, moto_endpoint: str, bucket: str) -> Settings:
     return load_settings(data_dir=tmp_path / "data", x264_preset="ultrafast", lease_seconds=3.0,
                          idle_poll_seconds=0.2, storage_url=f"s3://{bucket}/videos", s3_endpoint_url=moto_endpoint)
-
-
-def keys_in(s3: Any, bucket: str) -> list[str]:
-    return [obj["Key"] for obj in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
 
 
 async def test_video_lands_in_the_bucket_and_is_served_from_it(s3: Any, bucket: str, s3_settings: Settings) -> None:

@@ -14,19 +14,17 @@ import contextlib
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import boto3
 import httpx
 import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import api_for, free_port, t2v_body
-from tests.storage.test_s3 import FAKE_AWS, keys_in, moto_endpoint  # noqa: F401  (moto_endpoint: a fixture)
+from tests.storage.moto import keys_in
 from tests.test_delivery import PRIVATE, path_of
 from vidgate.db import ledger
 from vidgate.errors import ServiceUnavailable
@@ -102,16 +100,8 @@ class Gate:
                     sock.shutdown(socket.SHUT_RDWR)
 
 
-@pytest.fixture(autouse=True)
-def fake_aws(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in FAKE_AWS.items():
-        monkeypatch.setenv(name, value)
-
-
 @pytest.fixture
-def gate(moto_endpoint: str) -> Iterator[Gate]:  # noqa: F811
+def gate(moto_endpoint: str) -> Iterator[Gate]:
     port = urlsplit(moto_endpoint).port
     assert port is not None
     forwarder = Gate(port)
@@ -120,19 +110,6 @@ def gate(moto_endpoint: str) -> Iterator[Gate]:  # noqa: F811
         yield forwarder
     finally:
         forwarder.close()
-
-
-@pytest.fixture
-def s3(moto_endpoint: str) -> Any:  # noqa: F811
-    """The test's own client, straight to moto: it sees the bucket whatever the gate does."""
-    return boto3.client("s3", endpoint_url=moto_endpoint)
-
-
-@pytest.fixture
-def bucket(s3: Any) -> str:
-    name = f"vidgate-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name)
-    return name
 
 
 @pytest.fixture
