@@ -64,15 +64,20 @@ def test_a_new_data_dir_is_created_at_the_head_revision(api: Api) -> None:
     migrate.check_current(url)
 
 
-def test_the_migrated_schema_is_the_metadata(tmp_path: Path) -> None:
-    migrated, created = tmp_path / "migrated.db", tmp_path / "created.db"
-    migrate.upgrade(sqlite_url(migrated))
-    engine = create_engine(sqlite_url(migrated))
+def assert_schema_is_the_metadata(url: str) -> None:
+    """Alembic's autogenerate finds nothing between the database and `vidgate.db.metadata`."""
+    engine = create_engine(url)
     try:
         with engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), metadata) == []
     finally:
         engine.dispose()
+
+
+def test_the_migrated_schema_is_the_metadata(tmp_path: Path) -> None:
+    migrated, created = tmp_path / "migrated.db", tmp_path / "created.db"
+    migrate.upgrade(sqlite_url(migrated))
+    assert_schema_is_the_metadata(sqlite_url(migrated))
     # Revision 0001 is, byte for byte, the DDL `metadata.create_all` wrote before migrations (its tables as
     # they were then): so a pre-migration file can be adopted as 0001.
     initial = tmp_path / "initial.db"
@@ -236,9 +241,4 @@ def test_on_postgresql_processes_starting_together_migrate_once_to_the_metadata(
         postgres_cluster: PostgresCluster) -> None:
     url = postgres_cluster.empty_database()
     start_together(url, 4)
-    engine = create_engine(psycopg_url(url))
-    try:
-        with engine.connect() as conn:
-            assert compare_metadata(MigrationContext.configure(conn), metadata) == []
-    finally:
-        engine.dispose()
+    assert_schema_is_the_metadata(psycopg_url(url))
