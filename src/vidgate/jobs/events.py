@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Select, func, select
+from sqlalchemy.engine import Row
 
 from vidgate.db import job_events
 
@@ -24,26 +26,30 @@ class JobEvent:
         return self.kind in FINAL_KINDS
 
 
+def _of(query: Select[Any], job_id: str | None, account_id: str | None) -> Select[Any]:
+    """All events, or one job's, or one account's."""
+    if job_id is not None:
+        query = query.where(job_events.c.job_id == job_id)
+    if account_id is not None:
+        query = query.where(job_events.c.account_id == account_id)
+    return query
+
+
+def _event(row: Row[Any]) -> JobEvent:
+    return JobEvent(row.id, row.job_id, row.account_id, row.kind, row.created_at)
+
+
 def events_after(conn: Connection, after_id: int, *, job_id: str | None = None, account_id: str | None = None,
                  limit: int = 1000) -> list[JobEvent]:
     """Events newer than `after_id`, oldest first: all of them, or one job's, or one account's."""
-    query = select(job_events).where(job_events.c.id > after_id)
-    if job_id is not None:
-        query = query.where(job_events.c.job_id == job_id)
-    if account_id is not None:
-        query = query.where(job_events.c.account_id == account_id)
-    rows = conn.execute(query.order_by(job_events.c.id).limit(limit))
-    return [JobEvent(row.id, row.job_id, row.account_id, row.kind, row.created_at) for row in rows]
+    query = _of(select(job_events).where(job_events.c.id > after_id), job_id, account_id)
+    return [_event(row) for row in conn.execute(query.order_by(job_events.c.id).limit(limit))]
 
 
 def latest_event(conn: Connection, *, job_id: str | None = None, account_id: str | None = None) -> JobEvent | None:
-    query = select(job_events)
-    if job_id is not None:
-        query = query.where(job_events.c.job_id == job_id)
-    if account_id is not None:
-        query = query.where(job_events.c.account_id == account_id)
+    query = _of(select(job_events), job_id, account_id)
     row = conn.execute(query.order_by(job_events.c.id.desc()).limit(1)).first()
-    return JobEvent(row.id, row.job_id, row.account_id, row.kind, row.created_at) if row else None
+    return _event(row) if row else None
 
 
 def newest_event_id(conn: Connection) -> int:
