@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict, defaultdict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from vidgate.db import Database
 from vidgate.jobs.events import JobEvent, events_after, newest_event_id
@@ -40,6 +40,7 @@ class EventHub:
         self._last_id = 0
         self._frames: OrderedDict[tuple[int, str], asyncio.Future[bytes]] = OrderedDict()
         self._wake = asyncio.Event()
+        self._started: asyncio.Future[None] | None = None
 
     def poke(self) -> None:
         """This process just committed a job change: read the log now rather than at the next poll."""
@@ -56,14 +57,20 @@ class EventHub:
                 self._frames.popitem(last=False)
         return await asyncio.shield(pending)
 
-    @contextlib.contextmanager
-    def follow(self, kind: str, key: str) -> Iterator[Subscription]:
-        """Receive the events of a job (`kind` "job") or an account ("account") while inside."""
+    @contextlib.asynccontextmanager
+    async def follow(self, kind: str, key: str) -> AsyncIterator[Subscription]:
+        """Receive the events of a job (`kind` "job") or an account ("account") while inside.
+
+        Inside means the hub's cursor was read before: whatever the caller reads from the log next (its snapshot
+        of what it missed) and every event after the cursor reach it, so no event falls between the two."""
         subscription = Subscription()
         self._followers[(kind, key)].add(subscription)
         if self._task is None or self._task.done():
-            self._task = asyncio.ensure_future(self._run())
+            self._started = asyncio.get_running_loop().create_future()
+            self._task = asyncio.ensure_future(self._run(self._started))
         try:
+            assert self._started is not None
+            await asyncio.shield(self._started)
             yield subscription
         finally:
             followers = self._followers.get((kind, key))
@@ -72,8 +79,13 @@ class EventHub:
                 if not followers:
                     del self._followers[(kind, key)]
 
-    async def _run(self) -> None:
-        self._last_id = await self.db.read(newest_event_id)
+    async def _run(self, started: asyncio.Future[None]) -> None:
+        try:
+            self._last_id = await self.db.read(newest_event_id)
+        except Exception as error:  # the database is away: the streams that wait for the start fail with it
+            started.set_exception(error)
+            return
+        started.set_result(None)
         while self._followers:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)

@@ -102,7 +102,7 @@ async def _follow(request: Request, kind: str, key: str, after: int | None) -> A
     """Subscribe first, then read what was missed: nothing falls between the two (duplicates are skipped)."""
     ctx = ctx_of(request)
     scope = {"job_id": key} if kind == "job" else {"account_id": key}
-    with ctx.hub.follow(kind, key) as subscription:
+    async with ctx.hub.follow(kind, key) as subscription:
         if after is not None:
             missed = newest_per_job(await ctx.db.read(lambda conn: events_after(conn, after, **scope)))
         elif kind == "job":
