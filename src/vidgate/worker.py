@@ -121,7 +121,7 @@ class Worker:
             await self.drain()
         finally:
             wake.close()
-            self.db.dispose()
+            await self.db.aclose()
 
     async def _sleep_until_woken(self, wake: Wakeups) -> None:
         woken = asyncio.ensure_future(wake.wait(self.settings.idle_poll_seconds))

@@ -10,12 +10,14 @@ import secrets
 import time
 from decimal import Decimal
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import CTE, Connection, bindparam, func, insert, literal_column, select, update
 
 from vidgate.db import PreparedQuery, accounts, ledger
 from vidgate.errors import insufficient_balance
 
 MICROS = Decimal(1_000_000)
+CHARGE = "CHARGE"  # the ledger kind of a job's price
+JOB_CHARGE_NOTE = "video job"
 
 # Prepared once: these run in every queue transaction.
 _DEBIT_IF_COVERED = PreparedQuery(
@@ -76,7 +78,29 @@ def charge_for_job(conn: Connection, account_id: str, job_id: str, amount_micros
     """
     if _DEBIT_IF_COVERED.execute(conn, {"account_id": account_id, "amount": amount_micros}) != 1:
         raise insufficient_balance()
-    _entry(conn, account_id, -amount_micros, "CHARGE", job_id, "video job")
+    _entry(conn, account_id, -amount_micros, CHARGE, job_id, JOB_CHARGE_NOTE)
+
+
+def charge_ctes() -> tuple[CTE, CTE]:
+    """`charge_for_job` as two CTEs of one PostgreSQL statement: `debit` (one row, the account's id, when the
+    balance covered `:price_micros`; none otherwise) and its ledger entry for `:job_id` at `:created_at`. For a
+    statement that also stores what was paid for (jobs/store.py), so the account's row is locked for one round
+    trip instead of one per statement; the statement must write nothing when `debit` is empty."""
+    debit = (
+        update(accounts)
+        .where(accounts.c.id == bindparam("account_id"), accounts.c.balance_micros >= bindparam("price_micros"))
+        .values(balance_micros=accounts.c.balance_micros - bindparam("price_micros"))
+        .returning(accounts.c.id)
+        .cte("debit")
+    )
+    entry = insert(ledger).from_select(
+        ["account_id", "amount_micros", "kind", "job_id", "note", "created_at"],
+        # Constants as SQL text: a PreparedQuery passes only the caller's parameters.
+        select(debit.c.id, -bindparam("price_micros", type_=ledger.c.amount_micros.type),
+               literal_column(f"'{CHARGE}'"), bindparam("job_id", type_=ledger.c.job_id.type),
+               literal_column(f"'{JOB_CHARGE_NOTE}'"), bindparam("created_at", type_=ledger.c.created_at.type)),
+    ).cte("entry")
+    return debit, entry
 
 
 def refund_job(conn: Connection, account_id: str, job_id: str, amount_micros: int, note: str) -> None:

@@ -60,7 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
         await ctx.fetcher.aclose()
         await ctx.limiter.aclose()
         await ctx.hub.close()
-        ctx.db.dispose()
+        await ctx.db.aclose()
 
     # No generated /openapi.json or /docs: FastAPI cannot describe the Starlette routes below, and its /docs loads
     # Swagger UI from a CDN. api/docs.py serves both, from the package.

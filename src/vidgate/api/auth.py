@@ -25,7 +25,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from vidgate.accounts.keys import KeyOwner, key_credentials, key_owner
+from vidgate.accounts.keys import KeyOwner, key_credentials, key_owner, look_up_key_owner
 from vidgate.accounts.ledger import format_usd, usd_to_micros
 from vidgate.accounts.siwx import SiwxError, SiwxIdentity, normalize_wallet, verify_siwx
 from vidgate.accounts.wallets import (
@@ -299,7 +299,7 @@ async def bearer_key_owner(ctx: AppContext, authorization: str, *, cached: bool 
     db = ctx.db
     if cached and isinstance(db, SqliteDatabase):
         return db.read_cached(("api_key", key_id, digest), lambda conn: key_owner(conn, key_id, digest))
-    return await db.read(lambda conn: key_owner(conn, key_id, digest))
+    return await look_up_key_owner(db, key_id, digest)
 
 
 async def optional_key_owner(ctx: AppContext, request: Request) -> KeyOwner | None:
