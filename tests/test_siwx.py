@@ -407,21 +407,21 @@ def test_wallet_requests_are_counted_per_wallet_and_released(api: Api) -> None:
 
 
 class HeldRequests:
-    """Holds every request that reaches the retrieve route's body read until `release` is set, counting them:
-    so a test can keep a wallet's requests in flight."""
+    """Holds every request that reaches the retrieve route's job lookup (after the caller was admitted) until
+    `release` is set, counting them: so a test can keep a wallet's requests in flight."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        import vidgate.api.video as video
+        from vidgate.jobs.store import JobStore
 
         self.entered, self.release = 0, asyncio.Event()
-        original = video.read_json_object
+        original = JobStore.get
 
-        async def held(request: Any, max_bytes: int) -> dict[str, Any]:
+        async def held(store: JobStore, job_id: str, **kwargs: Any) -> Any:
             self.entered += 1
             await self.release.wait()
-            return await original(request, max_bytes)
+            return await original(store, job_id, **kwargs)
 
-        monkeypatch.setattr(video, "read_json_object", held)
+        monkeypatch.setattr(JobStore, "get", held)
 
     async def until(self, count: int) -> None:
         while self.entered < count:

@@ -465,6 +465,13 @@ class Database(ABC):
         key, its job), which take the shortest way to the database each implementation has."""
 
     @abstractmethod
+    async def write_one(self, query: PreparedQuery, params: dict[str, Any]) -> int:
+        """One prepared statement as a transaction of its own; the number of rows it wrote. Its row locks are
+        held only while the server runs it, never across a round trip to this process. Should the connection
+        be lost, it is run once more on a new one, so it must be safe to run twice (say, it inserts a fixed
+        primary key: a second run after a first that committed fails with IntegrityError)."""
+
+    @abstractmethod
     def write_now(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn(conn)` as one transaction from synchronous code (the CLI): committed, or rolled back if it
         raises."""
@@ -571,6 +578,9 @@ class SqliteDatabase(Database):
     async def lookup(self, query: PreparedQuery, params: dict[str, Any]) -> dict[str, Any] | None:
         return query.first(self._read_connection(), params)
 
+    async def write_one(self, query: PreparedQuery, params: dict[str, Any]) -> int:
+        return await self.write(lambda conn: query.execute(conn, params))
+
     def write_now(self, fn: Callable[[Connection], T]) -> T:
         return self._writer.submit(fn).result()
 
@@ -606,9 +616,10 @@ class PostgresDatabase(Database):
     serialization loser. A commit whose answer was lost is never retried: its outcome is unknown, so the
     request gets a 503 and the client decides (a queued job may then exist; it is charged exactly once).
 
-    `lookup` (the API key and the job of every poll) skips the threads: psycopg's async connections, from a
-    `psycopg_pool.AsyncConnectionPool` opened on the event loop that first asks, awaited on that loop. A thread
-    hand-off costs more than the lookup itself (~210 against ~140 µs CPU per read under load, bench/RESULTS.md).
+    `lookup` (the API key and the job of every poll) and `write_one` (queueing a job) skip the threads:
+    psycopg's async connections, from a `psycopg_pool.AsyncConnectionPool` opened on the event loop that first
+    asks, awaited on that loop. A thread hand-off costs more than the statement itself (~210 against ~140 µs CPU
+    per read under load, bench/RESULTS.md).
     """
 
     dialect = "postgresql"
@@ -681,12 +692,20 @@ class PostgresDatabase(Database):
             self._threads, lambda: self._run(fn, transaction=False))
 
     async def lookup(self, query: PreparedQuery, params: dict[str, Any]) -> dict[str, Any] | None:
+        return query.row(await self._on_loop(query, params, fetch=True))
+
+    async def write_one(self, query: PreparedQuery, params: dict[str, Any]) -> int:
+        return int(await self._on_loop(query, params, fetch=False))
+
+    async def _on_loop(self, query: PreparedQuery, params: dict[str, Any], *, fetch: bool) -> Any:
+        """Run one statement on an autocommit connection of the event loop's pool: its first row, or its row
+        count. Retried once when the connection was lost (see `write_one`)."""
         for attempt in (1, 2):
             pool = await self._lookups()
             try:
                 async with pool.connection() as conn:
                     cursor = await conn.execute(query.postgres_sql, params)
-                    return query.row(await cursor.fetchone())
+                    return await cursor.fetchone() if fetch else cursor.rowcount
             except PoolTimeout as exc:  # no connection within the timeout: the server is away
                 raise DatabaseUnavailable() from exc
             except psycopg.OperationalError as exc:
@@ -694,6 +713,8 @@ class PostgresDatabase(Database):
                 await pool.check()
                 if attempt == 2:
                     raise DatabaseUnavailable() from exc
+            except psycopg.Error as exc:  # as SQLAlchemy would raise it: IntegrityError, ...
+                raise DBAPIError.instance(query.postgres_sql, params, exc, psycopg.Error) from exc
         raise AssertionError("unreachable")
 
     async def _lookups(self) -> AsyncConnectionPool:

@@ -67,6 +67,30 @@ async def test_notify_wakes_an_idle_worker_long_before_its_next_poll(api: Api) -
     assert job is not None and job.status is JobStatus.COMPLETED
 
 
+@on_postgres
+async def test_connections_dropped_by_the_server_cost_a_request_nothing(api: Api) -> None:
+    """The event loop's pool (the polled lookups, the one-statement queue) meets connections the server closed
+    (a restart, an idle timeout): the statement runs again on a new one, and a queue runs exactly once."""
+    key = await api.new_key()
+    account_id = await api.account_of(key)
+    first = await api.post("/video/queue", t2v_body(), key)
+    assert first.status_code == 200
+    body = {"model": "wan-2.5-preview-text-to-video", "queue_id": first.json()["queue_id"]}
+    assert (await api.post("/video/retrieve", body, key)).status_code == 200
+    for _ in range(2):
+        await api.ctx.db.write(lambda conn: conn.exec_driver_sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+        queued = await api.post("/video/queue", t2v_body(), key)
+        assert queued.status_code == 200, queued.text
+        retrieved = await api.post("/video/retrieve", body, key)
+        assert retrieved.status_code == 200, retrieved.text
+    assert api.scalar(select(func.count()).select_from(jobs)) == 3
+    assert api.scalar(select(func.count()).select_from(ledger).where(ledger.c.kind == "CHARGE")) == 3
+    balance, ledger_sum = api.balance_and_ledger(account_id)
+    assert balance == ledger_sum
+
+
 @pytest.fixture
 async def outage_api(own_postgres_cluster: PostgresCluster,
                      tmp_path: Path) -> AsyncIterator[tuple[Api, PostgresCluster]]:

@@ -18,8 +18,9 @@ KEY_PREFIX = "vg"
 _NO_HASH = "0" * 64
 
 # Prepared once: this lookup runs on every authenticated request.
+KEY_OWNER_COLUMNS = (api_keys.c.account_id, api_keys.c.secret_hash, api_keys.c.revoked_at, accounts.c.balance_micros)
 _KEY_WITH_BALANCE = PreparedQuery(
-    select(api_keys.c.account_id, api_keys.c.secret_hash, api_keys.c.revoked_at, accounts.c.balance_micros)
+    select(*KEY_OWNER_COLUMNS)
     .join(accounts, accounts.c.id == api_keys.c.account_id)
     .where(api_keys.c.id == bindparam("key_id"))
 )
@@ -94,6 +95,8 @@ async def look_up_key_owner(db: Database, key_id: str, digest: str) -> KeyOwner 
 
 
 def owner_of_key_row(row: dict[str, Any] | None, digest: str) -> KeyOwner | None:
+    """The owner in a row of `KEY_OWNER_COLUMNS` (None: no such key) if its HMAC is `digest` and it is not
+    revoked. The compare runs, in constant time, whether or not there is a row."""
     ok = hmac.compare_digest(digest, row["secret_hash"] if row is not None else _NO_HASH)
     if row is None or not ok or row["revoked_at"] is not None:
         return None

@@ -10,7 +10,7 @@ import secrets
 import time
 from decimal import Decimal
 
-from sqlalchemy import CTE, Connection, bindparam, func, insert, literal_column, select, update
+from sqlalchemy import CTE, ColumnElement, Connection, bindparam, func, insert, literal_column, select, update
 
 from vidgate.db import PreparedQuery, accounts, ledger
 from vidgate.errors import insufficient_balance
@@ -81,14 +81,15 @@ def charge_for_job(conn: Connection, account_id: str, job_id: str, amount_micros
     _entry(conn, account_id, -amount_micros, CHARGE, job_id, JOB_CHARGE_NOTE)
 
 
-def charge_ctes() -> tuple[CTE, CTE]:
+def charge_ctes(*, unless: ColumnElement[bool]) -> tuple[CTE, CTE]:
     """`charge_for_job` as two CTEs of one PostgreSQL statement: `debit` (one row, the account's id, when the
-    balance covered `:price_micros`; none otherwise) and its ledger entry for `:job_id` at `:created_at`. For a
-    statement that also stores what was paid for (jobs/store.py), so the account's row is locked for one round
-    trip instead of one per statement; the statement must write nothing when `debit` is empty."""
+    balance covered `:price_micros` and `unless` is false; none otherwise) and its ledger entry for `:job_id` at
+    `:created_at`. For a statement that also stores what was paid for (jobs/store.py); it must write nothing
+    when `debit` is empty."""
     debit = (
         update(accounts)
-        .where(accounts.c.id == bindparam("account_id"), accounts.c.balance_micros >= bindparam("price_micros"))
+        .where(accounts.c.id == bindparam("account_id"), accounts.c.balance_micros >= bindparam("price_micros"),
+               ~unless)
         .values(balance_micros=accounts.c.balance_micros - bindparam("price_micros"))
         .returning(accounts.c.id)
         .cte("debit")

@@ -17,9 +17,11 @@ optional (`GET /models`, `/video/quote`). Accounts here hold no Diem, so its hea
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +62,10 @@ X402_ROUTE_SIGN_IN_MESSAGE = "Invalid Sign-in-with-x signature"  # SK-AUTH: the 
 RATE_LIMIT_DOWN_RETRY_AFTER_S = 5
 # A wallet's request slot is freed when its response ends; this long after, should its API node have died.
 WALLET_REQUEST_TTL_SECONDS = 600.0  # a Redis restart or failover usually takes seconds
+
+
+# (key id, HMAC of the secret) -> the key's owner, or None: see `accounts.keys.look_up_key_owner`.
+KeyLookup = Callable[[str, str], Awaitable[KeyOwner | None]]
 
 
 @dataclass(frozen=True)
@@ -250,11 +256,13 @@ async def authenticate_wallet(ctx: AppContext, request: Request, bucket: str, va
     return Principal(account.account_id, account.balance_micros, wallet=identity.address)
 
 
-async def authenticate(ctx: AppContext, request: Request, bucket: str, *, cached: bool = False) -> Principal:
+async def authenticate(ctx: AppContext, request: Request, bucket: str, *, cached: bool = False,
+                       key_lookup: KeyLookup | None = None) -> Principal:
     """Resolve the caller, apply its rate limit, and set the balance and rate-limit headers.
 
     `cached`: a Bearer key may come from the SQLite poll cache (`bearer_key_owner`); the caller refreshed it in
-    this request."""
+    this request. `key_lookup`: how a Bearer key's owner is read instead of `look_up_key_owner` (a route that
+    reads more in the same statement)."""
     # One pass over the raw headers (ASGI names are lower-case bytes) instead of a set and three Headers
     # lookups, each a scan of its own: this runs on every poll. The first of repeated headers counts, as in
     # Starlette's Headers.get.
@@ -276,14 +284,15 @@ async def authenticate(ctx: AppContext, request: Request, bucket: str, *, cached
         return await authenticate_wallet(ctx, request, bucket, siwx.decode("latin-1"))
     if not authorization:
         raise await discovery_required(ctx, request)
-    owner = await bearer_key_owner(ctx, authorization.decode("latin-1"), cached=cached)
+    owner = await bearer_key_owner(ctx, authorization.decode("latin-1"), cached=cached, key_lookup=key_lookup)
     if owner is None:
         raise AuthenticationFailed()
     await apply_rate_limit(ctx, request, owner.account_id, owner.balance_micros, bucket)
     return Principal(owner.account_id, owner.balance_micros)
 
 
-async def bearer_key_owner(ctx: AppContext, authorization: str, *, cached: bool = False) -> KeyOwner | None:
+async def bearer_key_owner(ctx: AppContext, authorization: str, *, cached: bool = False,
+                           key_lookup: KeyLookup | None = None) -> KeyOwner | None:
     """The owner (and balance, in the same query) of the key in an `Authorization: Bearer` value; None for
     another scheme, an empty key, or a key that is unknown or revoked.
 
@@ -299,7 +308,7 @@ async def bearer_key_owner(ctx: AppContext, authorization: str, *, cached: bool 
     db = ctx.db
     if cached and isinstance(db, SqliteDatabase):
         return db.read_cached(("api_key", key_id, digest), lambda conn: key_owner(conn, key_id, digest))
-    return await look_up_key_owner(db, key_id, digest)
+    return await (key_lookup or functools.partial(look_up_key_owner, db))(key_id, digest)
 
 
 async def optional_key_owner(ctx: AppContext, request: Request) -> KeyOwner | None:

@@ -7,15 +7,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from sqlalchemy import Connection
+
 from vidgate.db import Database
-from vidgate.jobs.events import JobEvent, events_after, newest_event_id
+from vidgate.jobs.events import JobEvent, events_after, events_with_ids, newest_event_id
 
 log = logging.getLogger("vidgate.events")
 
 POLL_SECONDS = 0.1  # how often the hub reads the log while anyone is listening (one indexed query)
+# PostgreSQL hands out event ids when rows are inserted and transactions commit in any order, so an id below the
+# newest one read may still appear: it is looked for this long (a rolled-back insert leaves its id unused).
+GAP_WAIT_SECONDS = 30.0
+MAX_GAP_IDS = 1000  # a jump of more ids than this (a sequence moved on after a failover) is not waited for
 FRAMES_KEPT = 256  # rendered events kept for the streams still to send them
 MAX_BACKLOG = 1000  # events queued for one slow stream before it is closed (its client resumes by id)
 
@@ -41,6 +48,7 @@ class EventHub:
         self._frames: OrderedDict[tuple[int, str], asyncio.Future[bytes]] = OrderedDict()
         self._wake = asyncio.Event()
         self._started: asyncio.Future[None] | None = None
+        self._gaps: dict[int, float] = {}  # ids below `_last_id` not yet read -> when first missed
 
     def poke(self) -> None:
         """This process just committed a job change: read the log now rather than at the next poll."""
@@ -91,18 +99,39 @@ class EventHub:
                 await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
             self._wake.clear()
             try:
-                events = await self.db.read(lambda conn: events_after(conn, self._last_id))
+                events = await self.db.read(self._new_events)
             except Exception:  # the database is away: streams stay open and catch up when it is back
                 log.warning("event hub: could not read the job event log", exc_info=True)
                 continue
-            for event in events:
-                self._last_id = event.id
+            for event in self._unseen(events):
                 for key in (("job", event.job_id), ("account", event.account_id)):
                     for subscription in list(self._followers.get(key, ())):
                         if not subscription.deliver(event):
                             self._followers[key].discard(subscription)
                             subscription.queue = asyncio.Queue(1)
                             subscription.deliver(None)  # too slow: close it
+
+    def _new_events(self, conn: Connection) -> list[JobEvent]:
+        """Events after the cursor, and those of the ids it passed that have appeared since."""
+        events = events_after(conn, self._last_id)
+        return events + events_with_ids(conn, list(self._gaps)) if self._gaps else events
+
+    def _unseen(self, events: list[JobEvent]) -> list[JobEvent]:
+        """The events not delivered yet, oldest first; moves the cursor and keeps track of the ids it passed."""
+        now = time.monotonic()
+        unseen = []
+        for event in sorted(events, key=lambda e: e.id):
+            if self._gaps.pop(event.id, None) is not None:
+                unseen.append(event)
+            elif event.id > self._last_id:
+                if event.id - self._last_id - 1 <= MAX_GAP_IDS:
+                    self._gaps.update(dict.fromkeys(range(self._last_id + 1, event.id), now))
+                self._last_id = event.id
+                unseen.append(event)
+        for gap, since in list(self._gaps.items()):
+            if now - since > GAP_WAIT_SECONDS:
+                del self._gaps[gap]
+        return unseen
 
     async def close(self) -> None:
         if self._task is not None:

@@ -6,7 +6,8 @@
 Each event is `id: <n>`, `event: queued|running|progress|completed|failed|canceled` and `data: <the job's view>`,
 the same JSON as `GET /api/v1/video/jobs/{queue_id}`, so a stream and a poll never disagree. `n` is the job event
 log's id: a client that reconnects with `Last-Event-ID: n` gets what happened after n (one event per job: its
-newest), then the live stream. Without it, a job stream starts with the job's current state.
+newest), then the live stream. Without it, a job stream starts with the job's current state, and an account
+stream with what happens from the moment its request was answered.
 
 One `EventHub` per API process (api/eventhub.py) fans the job event log out to the streams.
 """
@@ -26,9 +27,10 @@ from vidgate.api.eventhub import Subscription
 from vidgate.api.http import API_PREFIX
 from vidgate.api.jobs import own_job, view_of
 from vidgate.api.video import ctx_of
-from vidgate.jobs.events import JobEvent, events_after, latest_event
+from vidgate.jobs.events import JobEvent, events_after, latest_event, newest_event_id
 
 KEEPALIVE_SECONDS = 15.0  # a comment line, so proxies keep an idle stream open
+JOBS_REMEMBERED = 10_000  # per stream, the jobs whose newest sent event id is kept
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -49,7 +51,9 @@ def newest_per_job(events: list[JobEvent]) -> list[JobEvent]:
 async def sse_stream(request: Request, subscription: Subscription, missed: list[JobEvent], *,
                      ends_when_final: bool) -> AsyncIterator[bytes]:
     ctx = ctx_of(request)
-    sent = 0
+    # The newest event id sent per job: a job's events are written one after another, so their ids rise; the
+    # ids of different jobs' events may commit out of order (PostgreSQL), and each is sent when it appears.
+    sent: dict[str, int] = {}
 
     async def frame(event: JobEvent) -> bytes:
         async def render() -> bytes:
@@ -61,7 +65,7 @@ async def sse_stream(request: Request, subscription: Subscription, missed: list[
 
     yield b"retry: 2000\n\n"
     for event in missed:
-        sent = event.id
+        sent[event.job_id] = event.id
         yield await frame(event)
         if ends_when_final and event.is_final:
             return
@@ -73,9 +77,11 @@ async def sse_stream(request: Request, subscription: Subscription, missed: list[
             continue
         if event is None:
             return  # fell behind; the client resumes from the last id it got
-        if event.id <= sent:
-            continue
-        sent = event.id
+        if event.id <= sent.get(event.job_id, 0):
+            continue  # what was missed had it, or a newer event of its job
+        sent[event.job_id] = event.id
+        if len(sent) > JOBS_REMEMBERED:
+            del sent[next(iter(sent))]  # the job first sent: long past the overlap with what was missed
         yield await frame(event)
         if ends_when_final and event.is_final:
             return
@@ -94,6 +100,10 @@ async def account_events(request: Request) -> StreamingResponse:
     ctx = ctx_of(request)
     principal = await authenticate(ctx, request, "retrieve")
     after = last_event_id(request)
+    if after is None:
+        # The stream starts now: before the response's headers go out (the stream's generator runs only after
+        # that, and a client may act as soon as it has them), so whatever happens once it has them is sent.
+        after = await ctx.db.read(newest_event_id)
     return StreamingResponse(_follow(request, "account", principal.account_id, after),
                              media_type="text/event-stream", headers=SSE_HEADERS)
 
@@ -105,11 +115,9 @@ async def _follow(request: Request, kind: str, key: str, after: int | None) -> A
     async with ctx.hub.follow(kind, key) as subscription:
         if after is not None:
             missed = newest_per_job(await ctx.db.read(lambda conn: events_after(conn, after, **scope)))
-        elif kind == "job":
+        else:  # a job's stream without Last-Event-ID starts with the job's current state
             current = await ctx.db.read(lambda conn: latest_event(conn, **scope))
             missed = [current] if current else []
-        else:
-            missed = []
         async for chunk in sse_stream(request, subscription, missed, ends_when_final=kind == "job"):
             yield chunk
 

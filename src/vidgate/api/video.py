@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from vidgate.accounts.keys import KeyOwner
 from vidgate.accounts.ledger import balance_micros
 from vidgate.api.auth import authenticate, optional_key_owner
 from vidgate.api.context import AppContext
@@ -42,13 +43,14 @@ from vidgate.errors import (
     IdempotencyKeyReused,
     InferenceFailed,
     NotFound,
+    VidgateError,
     insufficient_balance,
     invalid,
     media_not_found,
 )
 from vidgate.gateway.service import quote_body
 from vidgate.jobs.states import JobStatus, public_error, wire_status
-from vidgate.jobs.store import Idempotency, IdempotencyConflict, Job, idempotent_replay
+from vidgate.jobs.store import Idempotency, IdempotencyConflict, Job, JobStore, idempotent_replay
 from vidgate.jobs.wakeup import notify_workers
 from vidgate.storage.base import Storage
 from vidgate.webhooks.targets import vetted_target
@@ -200,6 +202,23 @@ async def submit_upstream(ctx: AppContext, account_id: str, spec: ModelSpec, bod
     return price, JobPayload.of(req, {}, None, workflows=False).with_upstream(upstream_job)
 
 
+class KeyAndJob:
+    """A poll's API key and job read together (`JobStore.get_with_key_owner`): `authenticate` asks for the key's
+    owner through `owner`, and the job read with it is kept here for the route (`read`: it was)."""
+
+    def __init__(self, store: JobStore, queue_id: object) -> None:
+        self.store = store
+        self.job_id = queue_id if isinstance(queue_id, str) and queue_id else None
+        self.job: Job | None = None
+        self.read = False
+
+    async def owner(self, key_id: str, digest: str) -> KeyOwner | None:
+        assert self.job_id is not None
+        owner, self.job = await self.store.get_with_key_owner(self.job_id, key_id, digest)
+        self.read = True
+        return owner
+
+
 async def owned_job(request: Request, bucket: str) -> tuple[AppContext, Job, dict[str, Any]]:
     """Authenticate, read the body, and find the caller's job for (model, queue_id).
 
@@ -209,15 +228,25 @@ async def owned_job(request: Request, bucket: str) -> tuple[AppContext, Job, dic
     # SQLite: one `PRAGMA data_version` now, and the key and the job come from the process's poll cache unless
     # something was committed since the last poll (then they are read, as before). Polls of an idle server
     # run no lookup; whatever was committed before this request started is seen (db.py, refresh_row_cache).
-    cached = False
+    # PostgreSQL: the key and the job in one lookup, so the body is read first; its errors still come after
+    # the caller's (a 401 before a 400).
     if isinstance(ctx.db, SqliteDatabase):
         ctx.db.refresh_row_cache()
-        cached = True
-    principal = await authenticate(ctx, request, bucket, cached=cached)
-    body = await read_json_object(request, ctx.settings.max_body_bytes)
-    model = require_string(body, "model")
-    queue_id = require_string(body, "queue_id")
-    job = await ctx.store.get(queue_id, cached=cached)
+        principal = await authenticate(ctx, request, bucket, cached=True)
+        body = await read_json_object(request, ctx.settings.max_body_bytes)
+        model = require_string(body, "model")
+        job = await ctx.store.get(require_string(body, "queue_id"), cached=True)
+    else:
+        try:
+            body = await read_json_object(request, ctx.settings.max_body_bytes)
+        except VidgateError as error:
+            await authenticate(ctx, request, bucket)
+            raise error from None
+        lookup = KeyAndJob(ctx.store, body.get("queue_id"))
+        principal = await authenticate(ctx, request, bucket, key_lookup=lookup.owner if lookup.job_id else None)
+        model = require_string(body, "model")
+        queue_id = require_string(body, "queue_id")
+        job = lookup.job if lookup.read else await ctx.store.get(queue_id)
     known = ctx.catalog.get(model)  # a Wan 3.0 dotted alias names the same model
     if job is None or job.account_id != principal.account_id or job.model != (known.id if known else model):
         raise media_not_found()

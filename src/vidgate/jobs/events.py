@@ -46,6 +46,10 @@ def events_after(conn: Connection, after_id: int, *, job_id: str | None = None, 
     return [_event(row) for row in conn.execute(query.order_by(job_events.c.id).limit(limit))]
 
 
+def events_with_ids(conn: Connection, ids: list[int]) -> list[JobEvent]:
+    return [_event(row) for row in conn.execute(select(job_events).where(job_events.c.id.in_(ids)))]
+
+
 def latest_event(conn: Connection, *, job_id: str | None = None, account_id: str | None = None) -> JobEvent | None:
     query = _of(select(job_events), job_id, account_id)
     row = conn.execute(query.order_by(job_events.c.id.desc()).limit(1)).first()

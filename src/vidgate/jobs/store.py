@@ -23,6 +23,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     cast,
+    func,
     insert,
     literal,
     literal_column,
@@ -33,9 +34,19 @@ from sqlalchemy import (
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
+from vidgate.accounts.keys import KEY_OWNER_COLUMNS, KeyOwner, owner_of_key_row
 from vidgate.accounts.ledger import charge_ctes, charge_for_job, refund_job
-from vidgate.db import Database, PreparedQuery, SqliteDatabase, job_events, jobs
-from vidgate.errors import insufficient_balance
+from vidgate.db import (
+    JOBS_CHANNEL,
+    Database,
+    PreparedQuery,
+    SqliteDatabase,
+    accounts,
+    api_keys,
+    job_events,
+    jobs,
+    webhook_endpoints,
+)
 from vidgate.jobs.states import JobStatus, sources_of
 from vidgate.webhooks.outbox import queue_deliveries
 
@@ -94,26 +105,37 @@ class Claim:
 _GET = select(jobs).where(jobs.c.id == bindparam("job_id"))
 _GET_FAST = PreparedQuery(_GET)  # every retrieve poll runs it
 _INSERT = PreparedQuery(insert(jobs).values({c.name: bindparam(c.name) for c in jobs.columns}))
+# A poll's API key (its owner and balance) and its job, in one statement (`JobStore.get_with_key_owner`).
+_KEY_AND_JOB = PreparedQuery(
+    select(*KEY_OWNER_COLUMNS, *[c.label(f"job_{c.name}") for c in jobs.columns])
+    .select_from(api_keys.join(accounts, accounts.c.id == api_keys.c.account_id)
+                 .outerjoin(jobs, jobs.c.id == bindparam("job_id")))
+    .where(api_keys.c.id == bindparam("key_id"))
+)
 
 
-def _paid_job_statement() -> Insert:
-    """PostgreSQL: the charge (accounts/ledger.py's `charge_ctes`), the job row and its `queued` event as one
-    statement, which inserts one event row when the balance covered the price and writes nothing otherwise.
-    The debit locks the account's row until COMMIT; as one statement, every request of that account waits for
-    one round trip of the others instead of four (3x the queue rate of one busy account, bench/RESULTS.md)."""
-    debit, entry = charge_ctes()
+def _queue_paid_statement() -> Insert:
+    """PostgreSQL: a queued job without webhooks in one statement: the charge (accounts/ledger.py's
+    `charge_ctes`), the job row, its `queued` event and the workers' NOTIFY. It writes one event row when the
+    balance covered the price and the account has no webhook endpoint (whose deliveries the transaction path
+    writes with the event), and nothing at all otherwise."""
+    debit, entry = charge_ctes(unless=select(webhook_endpoints.c.account_id).where(
+        webhook_endpoints.c.account_id == bindparam("account_id"), webhook_endpoints.c.url.is_not(None)).exists())
     # Typed parameters: in INSERT ... SELECT PostgreSQL cannot infer a NULL's type from the target column.
     job = insert(jobs).from_select(
         [c.name for c in jobs.columns],
         select(*[cast(bindparam(c.name), c.type) for c in jobs.columns]).select_from(debit),
     ).returning(jobs.c.id, jobs.c.account_id, jobs.c.created_at).cte("job")
+    # A CTE that only SELECTs runs when read: joined to the job, it notifies exactly when a job was queued.
+    notify = select(func.pg_notify(literal_column(f"'{JOBS_CHANNEL}'"), literal_column("''")).label("sent")).cte(
+        "notify")
     return insert(job_events).from_select(
         ["job_id", "account_id", "kind", "created_at"],
-        select(job.c.id, job.c.account_id, literal_column("'queued'"), job.c.created_at),
-    ).add_cte(debit, entry, job)
+        select(job.c.id, job.c.account_id, literal_column("'queued'"), job.c.created_at).select_from(job, notify),
+    ).add_cte(debit, entry, job, notify)
 
 
-_INSERT_PAID_POSTGRES = PreparedQuery(_paid_job_statement(), postgres_only=True)
+_QUEUE_PAID = PreparedQuery(_queue_paid_statement(), postgres_only=True)
 _CLAIMABLE = (
     select(jobs.c.id, jobs.c.status, jobs.c.started_at)
     .where(
@@ -195,18 +217,17 @@ class JobStore:
             "request_sha256": idempotency.body_sha256 if idempotency else None, "webhook_url": webhook_url,
         })
 
+        if self.db.dialect == "postgresql" and webhook_url is None and (
+                queued := await self._queue_in_one_statement(values, idempotency)):
+            return queued
+
         def create(conn: Connection) -> Queued:
             if idempotency is not None and (earlier := idempotent_replay(conn, account_id, idempotency)):
                 return earlier
-            self.db.announce_job(conn)  # sent at COMMIT, whenever it is called: first, before any lock is taken
-            if conn.dialect.name == "postgresql":
-                if _INSERT_PAID_POSTGRES.execute(conn, {**values, "job_id": job_id}) != 1:
-                    raise insufficient_balance()
-            else:  # SQLite has no writing CTEs, and no row locks: its writer thread runs one transaction at a time
-                charge_for_job(conn, account_id, job_id, price_micros)
-                _INSERT.execute(conn, values)
-                _insert_event(conn, job_id, "queued", account_id, values["created_at"])
-            queue_deliveries(conn, job_id, "queued", values["created_at"])
+            charge_for_job(conn, account_id, job_id, price_micros)
+            _INSERT.execute(conn, values)
+            record_event(conn, job_id, "queued", account_id=account_id)
+            self.db.announce_job(conn)
             return Queued(job_id, replayed=False)
 
         try:
@@ -215,6 +236,27 @@ class JobStore:
             if idempotency is None:
                 raise
             return await self.db.write(create)
+
+    async def _queue_in_one_statement(self, values: dict[str, Any], idempotency: Idempotency | None) -> Queued | None:
+        """PostgreSQL, a job without webhooks: `_QUEUE_PAID` (charge, job, event, NOTIFY) as a transaction of its
+        own. The debit locks the account's row; held only while the server runs the statement, so the requests
+        of one busy account no longer wait for each other's round trips (bench/RESULTS.md). None when it wrote
+        nothing (the balance is short, or the account has a webhook endpoint): the transaction path decides."""
+        job_id = values["id"]
+        if idempotency is not None and (earlier := await self.db.read(
+                lambda conn: idempotent_replay(conn, values["account_id"], idempotency))):
+            return earlier
+        try:
+            written = await self.db.write_one(_QUEUE_PAID, {**values, "job_id": job_id})
+        except IntegrityError:
+            # A run retried after a lost connection meets its first run's job; else a concurrent request with the
+            # same idempotency key won, and the transaction path finds its job.
+            if await self.get(job_id) is not None:
+                return Queued(job_id, replayed=False)
+            if idempotency is None:
+                raise
+            return None
+        return Queued(job_id, replayed=False) if written == 1 else None
 
     async def get(self, job_id: str, *, cached: bool = False) -> Job | None:
         """The job, or None. `cached` (the retrieve poll, on SQLite, after `db.refresh_row_cache()` in the same
@@ -229,6 +271,16 @@ class JobStore:
             return self.db.read_cached(("job", job_id), read)
         row = await self.db.lookup(_GET_FAST, {"job_id": job_id})
         return Job.from_row(row) if row else None
+
+    async def get_with_key_owner(self, job_id: str, key_id: str, digest: str) -> tuple[KeyOwner | None, Job | None]:
+        """The owner of an API key (as `accounts.keys.look_up_key_owner`) and a job, in one lookup: what every
+        poll reads, at the cost of one (on PostgreSQL a round trip and the statement's CPU are most of a poll's).
+        The job comes whoever owns it: the caller checks that its owner is the key's."""
+        row = await self.db.lookup(_KEY_AND_JOB, {"key_id": key_id, "job_id": job_id}) if key_id else None
+        owner = owner_of_key_row(row, digest)
+        if owner is None or row is None or row["job_id"] is None:
+            return owner, None
+        return owner, Job.from_row({c.name: row[f"job_{c.name}"] for c in jobs.columns})
 
     async def claim_next(self, owner: str, lease_seconds: float, max_attempts: int,
                          scope: ClaimScope | None = None) -> Claim | None:
@@ -445,11 +497,6 @@ def record_event(conn: Connection, job_id: str, kind: str, *, account_id: str | 
     """Append to the job's event log (read by the SSE streams), inside the caller's transaction, with the
     event's webhook deliveries (webhooks/outbox.py): they exist exactly when the event does."""
     now = time.time()
-    _insert_event(conn, job_id, kind, account_id, now)
-    queue_deliveries(conn, job_id, kind, now)
-
-
-def _insert_event(conn: Connection, job_id: str, kind: str, account_id: str | None, now: float) -> None:
     if account_id is not None:
         conn.execute(insert(job_events).values(job_id=job_id, account_id=account_id, kind=kind, created_at=now))
     else:
@@ -457,3 +504,4 @@ def _insert_event(conn: Connection, job_id: str, kind: str, account_id: str | No
             ["job_id", "account_id", "kind", "created_at"],
             select(jobs.c.id, jobs.c.account_id, literal(kind), literal(now)).where(jobs.c.id == job_id),
         ))
+    queue_deliveries(conn, job_id, kind, now)
