@@ -1,4 +1,5 @@
-"""The FastAPI application factory."""
+"""The application factory: a Starlette app (the routes parse their own bodies into Venice's error shapes, so
+nothing of FastAPI was used but its wrapping, three more middleware layers on every poll)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
+from starlette.routing import BaseRoute, Route
 
 from vidgate.api import (
     consents,
@@ -42,11 +44,11 @@ from vidgate.webhooks.dispatcher import Dispatcher
 log = logging.getLogger("vidgate.api")
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings) -> Starlette:
     ctx = AppContext.build(settings)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         ctx.db.create_schema()
         sender = Dispatcher(ctx)  # this node's share of the webhook deliveries (webhooks/dispatcher.py)
         sender.start()
@@ -62,55 +64,45 @@ def create_app(settings: Settings) -> FastAPI:
         await ctx.hub.close()
         await ctx.db.aclose()
 
-    # No generated /openapi.json or /docs: FastAPI cannot describe the Starlette routes below, and its /docs loads
-    # Swagger UI from a CDN. api/docs.py serves both, from the package.
-    app = FastAPI(title="vidgate", version="0.1.0", lifespan=lifespan, openapi_url=None, docs_url=None,
-                  redoc_url=None)
-    app.state.ctx = ctx
     balance_message = insufficient_balance_message(settings.topup_url, venice_texts=settings.venice_texts)
 
-    @app.exception_handler(VidgateError)
-    async def vidgate_error(request: Request, exc: VidgateError) -> JSONResponse:
+    async def vidgate_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, VidgateError)
         if isinstance(exc, PaymentRequired) and exc.body().get("code") == "INSUFFICIENT_BALANCE":
             exc = insufficient_balance(balance_message)  # raised by the ledger, which has no settings at hand
         return error_response(request, exc)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
         message = "Not found" if exc.status_code == 404 else str(exc.detail)
-        return JSONResponse({"error": message}, status_code=exc.status_code)
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
 
-    @app.exception_handler(RequestValidationError)
-    async def request_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"error": "Invalid request parameters", "details": {"_errors": [str(exc)]}},
-                            status_code=400)
-
-    @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         # Outside ObserveMiddleware (Starlette runs this handler in its outermost layer): the id is passed here.
         log.exception("unhandled error on %s %s", request.method, request.url.path,
                       extra={"request_id": request.scope.get("state", {}).get("request_id")})
         return error_response(request, InferenceFailed("An unknown error occurred"))
 
-    @app.get("/healthz")
-    async def healthz() -> JSONResponse:
+    async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"ok": True})
 
-    # The API's routes are plain Starlette routes, first in the app's route list: they parse their own
-    # bodies (Venice's error shapes), and retrieve is polled constantly, so FastAPI's per-request
-    # dependency solving and nested-router matching are cost without benefit there (bench/RESULTS.md).
-    app.router.routes[:0] = [*video.routes, *jobs.routes, *events.routes, *delivery.routes, *models.routes,
-                             *x402.routes, *consents.routes, *webhooks.routes,
-                             *playground.routes, *readyz.routes, *docs.routes]
-    stats = None
+    # /openapi.json and /docs are api/docs.py's, served from the package (no CDN).
+    routes: list[BaseRoute] = [*video.routes, *jobs.routes, *events.routes, *delivery.routes, *models.routes,
+                               *x402.routes, *consents.routes, *webhooks.routes, *playground.routes,
+                               *readyz.routes, *docs.routes, Route("/healthz", healthz, methods=["GET"])]
+    request_stats = None
     if settings.metrics_enabled:
-        app.state.metrics = metrics.Metrics(ctx.db, settings.resolved_database_url)
-        stats = app.state.metrics.requests
-        app.router.routes.extend(metrics.routes)
-    # Added first, so it runs inside ResponseHeadersMiddleware, which makes the request id it logs with.
-    if stats is not None or settings.access_log:
-        app.add_middleware(ObserveMiddleware, stats=stats, log_requests=settings.access_log,
-                           log_polls=settings.access_log_polls,
-                           routes=app.router.routes)
-    app.add_middleware(ResponseHeadersMiddleware)
+        collected = metrics.Metrics(ctx.db, settings.resolved_database_url)
+        request_stats = collected.requests
+        routes.extend(metrics.routes)
+    middleware = [Middleware(ResponseHeadersMiddleware)]
+    # Inside ResponseHeadersMiddleware, which makes the request id it logs with.
+    if request_stats is not None or settings.access_log:
+        middleware.append(Middleware(ObserveMiddleware, stats=request_stats, log_requests=settings.access_log,
+                                     log_polls=settings.access_log_polls, routes=routes))
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers={
+        VidgateError: vidgate_error, StarletteHTTPException: http_error, Exception: unexpected_error})
+    app.state.ctx = ctx
+    if request_stats is not None:
+        app.state.metrics = collected
     return app

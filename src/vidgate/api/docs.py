@@ -5,7 +5,7 @@
     GET /docs/assets/{name}    its files: Swagger UI's own from the `swagger-ui-py` package (a pinned dependency
                                that ships Swagger UI's release files), and vidgate's `docs-init.js`
 
-FastAPI's /docs would load Swagger UI from a CDN; the app is created without it (api/app.py). The page's
+Swagger UI's usual setup loads it from a CDN; here it comes from the package. The page's
 Content-Security-Policy allows nothing from elsewhere, so a browser would refuse, rather than fetch, anything a
 future Swagger UI tried to load from the internet.
 """

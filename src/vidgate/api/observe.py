@@ -75,8 +75,8 @@ class ObserveMiddleware:
     """Sets the log context's request id, and after each response records its route template, status and
     duration in `stats` (None: metrics off) and writes an access-log line (when `log_requests`).
 
-    `routes` is the app's route list. The template comes from the endpoint the router put in the scope: FastAPI's
-    router leaves `scope["route"]` only for its own APIRoutes, not for the plain Starlette routes the API uses."""
+    `routes` is the app's route list. The template comes from the endpoint the router put in the scope (Starlette's
+    router names the endpoint there, not the route)."""
 
     def __init__(self, app: ASGIApp, stats: RequestStats | None, log_requests: bool, log_polls: bool,
                  routes: Sequence[BaseRoute]) -> None:

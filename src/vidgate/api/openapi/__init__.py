@@ -10,8 +10,8 @@ Two hand-maintained files, shipped in the package:
   playground), its schemas, and what vidgate adds to Venice's queue (the Idempotency-Key header, `webhook_url`,
   `seed`).
 
-FastAPI's generated document is not used: the API's routes are plain Starlette routes (api/app.py), which FastAPI
-cannot describe.
+The document is written, not generated: the API's routes are plain Starlette routes (api/app.py) that parse their
+own bodies, so no framework could describe them.
 """
 
 from __future__ import annotations
