@@ -39,7 +39,7 @@ from vidgate.jobs.wakeup import Wakeups, wakeups_for
 from vidgate.logs import job_context, setup_logging
 from vidgate.settings import Settings, node_description
 from vidgate.storage import storage_from_settings
-from vidgate.storage.base import StorageUnavailable
+from vidgate.storage.base import Storage, StorageUnavailable
 
 log = logging.getLogger("vidgate.worker")
 T = TypeVar("T")
@@ -99,7 +99,7 @@ class Worker:
         try:
             while not self._stop.is_set():
                 try:
-                    claim = await self.store.claim_next(
+                    taken = await self.store.take_next(
                         self.name, self.settings.lease_seconds, self.settings.max_attempts, self.scope
                     )
                 except DatabaseUnavailable:
@@ -110,6 +110,9 @@ class Worker:
                     outage = min(outage * 2, DB_RETRY_MAX_S)
                     continue
                 outage = DB_RETRY_FIRST_S
+                for job_id in taken.ended:  # ended by the sweep: whatever their dead workers uploaded is no one's
+                    await remove_uploads(self.storage, job_id)
+                claim = taken.claim
                 if claim is None:
                     await self._sleep_until_woken(wake)
                     continue
@@ -245,7 +248,7 @@ class JobRun:
                 raise LeaseLost(job.id)
             log.info("job %s completed", job.id)
             if job.attempts > 1:
-                await self.remove_earlier_uploads(keep=media_key)
+                await remove_uploads(worker.storage, job.id, keep=media_key)
             discard_inputs(self.request)
             finished = getattr(self.engine, "finished", None)
             if finished is not None:  # e.g. the upstream engine deletes the upstream's copy
@@ -299,22 +302,6 @@ class JobRun:
             except DatabaseUnavailable:
                 log.warning("job %s: database still unavailable; retrying in %.2f s", job.id, delay)
 
-    async def remove_earlier_uploads(self, keep: str | None = None) -> None:
-        """Delete the videos that earlier attempts of this job uploaded and never completed with (a worker that
-        died between its upload and its completion leaves one: its key has that attempt's token, so no job
-        points at it). Only once this job is finished, and never `keep`, the video it completed with: a stale
-        worker still rendering it can no longer complete, and deletes its own upload when it finds that out."""
-        storage, job = self.worker.storage, self.job
-        try:
-            leftovers = [k for k in await asyncio.to_thread(storage.keys_with_prefix, f"{job.id}-") if k != keep]
-            for key in leftovers:
-                await asyncio.to_thread(storage.delete, key)
-        except Exception:  # the job's outcome stands; an object left here is only wasted space
-            log.warning("job %s: could not remove the uploads of earlier attempts", job.id, exc_info=True)
-        else:
-            if leftovers:
-                log.info("job %s: removed %d upload(s) of earlier attempts", job.id, len(leftovers))
-
     async def ended(self, exc: BaseException) -> None:
         """Record how a job that did not complete ended; re-raise what is not a job outcome (cancellation)."""
         worker, job, token = self.worker, self.job, self.token
@@ -340,7 +327,7 @@ class JobRun:
                 worker.store.fail_attempt(job.id, token, error, max_attempts=settings.max_attempts,
                                           retryable=False)))
             if status is JobStatus.FAILED and job.attempts > 1:
-                await self.remove_earlier_uploads()
+                await remove_uploads(worker.storage, job.id)
             discard_inputs(self.request)
         elif isinstance(exc, Exception):  # an engine failure: retried, then failed and refunded
             log.error("job %s attempt %d failed", job.id, job.attempts, exc_info=exc)
@@ -350,10 +337,26 @@ class JobRun:
             log.info("job %s is now %s", job.id, status)
             if status is JobStatus.FAILED:
                 if job.attempts > 1:
-                    await self.remove_earlier_uploads()
+                    await remove_uploads(worker.storage, job.id)
                 discard_inputs(self.request)
         else:
             raise exc
+
+
+async def remove_uploads(storage: Storage, job_id: str, *, keep: str | None = None) -> None:
+    """Delete the videos that attempts of a job uploaded and never completed with (a worker that died between
+    its upload and its completion leaves one: its key has that attempt's token, so no job points at it). Only
+    once the job is finished, and never `keep`, the video it completed with: a stale worker still rendering it
+    can no longer complete, and deletes its own upload when it finds that out."""
+    try:
+        leftovers = [k for k in await asyncio.to_thread(storage.keys_with_prefix, f"{job_id}-") if k != keep]
+        for key in leftovers:
+            await asyncio.to_thread(storage.delete, key)
+    except Exception:  # the job's outcome stands; an object left here is only wasted space
+        log.warning("job %s: could not remove the uploads of unfinished attempts", job_id, exc_info=True)
+    else:
+        if leftovers:
+            log.info("job %s: removed %d upload(s) of unfinished attempts", job_id, len(leftovers))
 
 
 def claim_scope(settings: Settings) -> ClaimScope:

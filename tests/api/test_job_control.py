@@ -4,6 +4,7 @@ running, position, progress, ETA, price, error), cancel with its refund, and Ide
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,6 +13,7 @@ from sqlalchemy import func, select
 
 from tests.conftest import Api, t2v_body
 from vidgate.db import jobs, ledger
+from vidgate.worker import Worker
 
 pytestmark = pytest.mark.both_backends
 
@@ -134,6 +136,29 @@ async def test_a_canceled_job_whose_worker_died_is_settled_by_the_next_claim(api
     assert await api.ctx.store.claim_next("w", 30, 3) is None
     assert (await get(api, f"/video/jobs/{job_id}", key)).json()["status"] == "canceled"
     assert api.balance_and_ledger(account) == (10_000_000, 10_000_000)
+
+
+async def test_a_video_a_dead_worker_uploaded_is_removed_when_the_next_claim_ends_its_job(
+        api: Api, tmp_path: Path) -> None:
+    """A worker that dies between its upload and its completion, on the job's last attempt: the next claim fails
+    the job (and refunds it), and that worker deletes the upload, which no job will ever point at."""
+    key = await api.new_key(balance_usd=10)
+    account = await api.account_of(key)
+    dead_job = await queue(api, key)
+    claim = await api.ctx.store.claim_next("dying-worker", 0.05, 1)
+    assert claim is not None and claim.job.id == dead_job
+    video = tmp_path / "upload.mp4"
+    video.write_bytes(b"\x00" * 1024)
+    api.ctx.storage.put_file(f"{dead_job}-{claim.token[:8]}.mp4", video)  # uploaded, then died
+    next_job = await queue(api, key)
+    await asyncio.sleep(0.1)  # its lease runs out
+    worker = Worker(api.settings.model_copy(update={"max_attempts": 1}), name="next-worker")
+    await asyncio.wait_for(worker.run(max_jobs=1), 60)
+    assert (await get(api, f"/video/jobs/{dead_job}", key)).json()["status"] == "failed"
+    assert api.ctx.storage.keys_with_prefix(f"{dead_job}-") == []
+    assert (await get(api, f"/video/jobs/{next_job}", key)).json()["status"] == "completed"
+    balance, ledger_sum = api.balance_and_ledger(account)
+    assert balance == ledger_sum
 
 
 async def test_an_idempotency_key_makes_one_job_and_one_charge(api: Api) -> None:

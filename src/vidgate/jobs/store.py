@@ -102,6 +102,16 @@ class Claim:
     token: str
 
 
+@dataclass(frozen=True)
+class Taken:
+    """What a worker's claim found: the job it now holds (None: nothing to do), and the jobs whose workers died
+    that the claim's sweep ended (failed on their last attempt, or canceled): a dead worker may have uploaded a
+    video for one, which no job will ever point at."""
+
+    claim: Claim | None
+    ended: tuple[str, ...] = ()
+
+
 _GET = select(jobs).where(jobs.c.id == bindparam("job_id"))
 _GET_FAST = PreparedQuery(_GET)  # every retrieve poll runs it
 _INSERT = PreparedQuery(insert(jobs).values({c.name: bindparam(c.name) for c in jobs.columns}))
@@ -285,19 +295,23 @@ class JobStore:
     async def claim_next(self, owner: str, lease_seconds: float, max_attempts: int,
                          scope: ClaimScope | None = None) -> Claim | None:
         """Take the oldest queued job in `scope`, or one whose worker's lease ran out, and lease it to `owner`."""
+        return (await self.take_next(owner, lease_seconds, max_attempts, scope)).claim
+
+    async def take_next(self, owner: str, lease_seconds: float, max_attempts: int,
+                        scope: ClaimScope | None = None) -> Taken:
+        """`claim_next`, and the jobs of dead workers that its sweep ended (see `Taken`)."""
         query = _CLAIMABLE
         if scope is not None:
             if scope not in self._scoped:
                 self._scoped[scope] = scope.query()
             query = self._scoped[scope]
 
-        def claim(conn: Connection) -> Claim | None:
+        def claim(conn: Connection) -> Taken:
             now = time.time()
-            _fail_exhausted(conn, now, max_attempts)
-            _cancel_abandoned(conn, now)
+            ended = (*_fail_exhausted(conn, now, max_attempts), *_cancel_abandoned(conn, now))
             candidate = conn.execute(query, {"now": now}).first()
             if candidate is None:
-                return None
+                return Taken(None, ended)
             token = uuid.uuid4().hex
             conn.execute(
                 transition(JobStatus.PROCESSING, jobs.c.id == candidate.id, jobs.c.status == candidate.status)
@@ -308,7 +322,7 @@ class JobStore:
                 )
             )
             record_event(conn, candidate.id, "running")
-            return Claim(Job.from_row(conn.execute(_GET, {"job_id": candidate.id}).one()), token)
+            return Taken(Claim(Job.from_row(conn.execute(_GET, {"job_id": candidate.id}).one()), token), ended)
 
         return await self.db.write(claim)
 
@@ -389,16 +403,17 @@ def _expired_leases(conn: Connection, now: float, *conditions: Any) -> list[str]
         jobs.c.status == JobStatus.PROCESSING.value, jobs.c.lease_expires_at < now, *conditions))]
 
 
-def _fail_exhausted(conn: Connection, now: float, max_attempts: int) -> None:
-    """Jobs whose worker died on their last allowed attempt fail now, and are refunded."""
-    for job_id in _expired_leases(conn, now, jobs.c.attempts >= max_attempts):
-        _fail_and_refund(conn, job_id, None, "worker lost (lease expired) on the last attempt")
+def _fail_exhausted(conn: Connection, now: float, max_attempts: int) -> list[str]:
+    """Jobs whose worker died on their last allowed attempt fail now, and are refunded; their ids."""
+    return [job_id for job_id in _expired_leases(conn, now, jobs.c.attempts >= max_attempts)
+            if _fail_and_refund(conn, job_id, None, "worker lost (lease expired) on the last attempt")]
 
 
-def _cancel_abandoned(conn: Connection, now: float) -> None:
-    """Jobs canceled while running whose worker died before it could stop: canceled and refunded now."""
-    for job_id in _expired_leases(conn, now, jobs.c.cancel_requested.is_(True)):
-        _cancel_and_refund(conn, job_id, None, "canceled by the client while running")
+def _cancel_abandoned(conn: Connection, now: float) -> list[str]:
+    """Jobs canceled while running whose worker died before it could stop: canceled and refunded now; their
+    ids."""
+    return [job_id for job_id in _expired_leases(conn, now, jobs.c.cancel_requested.is_(True))
+            if _cancel_and_refund(conn, job_id, None, "canceled by the client while running")]
 
 
 def _end_and_refund(conn: Connection, job_id: str, to: JobStatus, held: list[Any], *, error: str, note: str,
@@ -420,10 +435,10 @@ def _end_and_refund(conn: Connection, job_id: str, to: JobStatus, held: list[Any
     return True
 
 
-def _fail_and_refund(conn: Connection, job_id: str, token: str | None, error: str) -> None:
+def _fail_and_refund(conn: Connection, job_id: str, token: str | None, error: str) -> bool:
     """Failed for good: held by `token`, or by nobody (its worker died)."""
     held = [jobs.c.lease_token == token] if token is not None else []
-    _end_and_refund(conn, job_id, JobStatus.FAILED, held, error=error, note=f"refund: {error}")
+    return _end_and_refund(conn, job_id, JobStatus.FAILED, held, error=error, note=f"refund: {error}")
 
 
 def _cancel_and_refund(conn: Connection, job_id: str, token: str | None, reason: str) -> bool:
