@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     webhook_poll_seconds: float = Field(
         default=1.0, description="How often an API node looks for due deliveries made by other processes.")
 
+    history_retention_days: float = Field(
+        default=30.0, ge=0, description="Job events (the live streams' log, replayed by Last-Event-ID) and finished "
+        "webhook deliveries older than this are deleted by the API nodes, hourly; 0 keeps them for good.")
+
     default_average_execution_ms: int = 145_000
     download_url_ttl_seconds: int = 24 * 3600
 

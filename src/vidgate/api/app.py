@@ -38,6 +38,7 @@ from vidgate.errors import (
     insufficient_balance,
     insufficient_balance_message,
 )
+from vidgate.retention import HistoryPruner
 from vidgate.settings import Settings
 from vidgate.webhooks.dispatcher import Dispatcher
 
@@ -52,7 +53,10 @@ def create_app(settings: Settings) -> Starlette:
         ctx.db.create_schema()
         sender = Dispatcher(ctx)  # this node's share of the webhook deliveries (webhooks/dispatcher.py)
         sender.start()
+        pruner = HistoryPruner(ctx.db, settings.history_retention_days)  # vidgate/retention.py
+        pruner.start()
         yield
+        await pruner.stop()
         await sender.stop()
         # A top-up whose client stopped waiting is still settling: let it finish and be credited.
         from vidgate.accounts.payments import pending_settlements
