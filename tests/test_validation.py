@@ -218,6 +218,30 @@ async def test_wrong_content_type_and_bad_json(api: Api) -> None:
     assert bad.status_code == 400 and bad.json() == {"error": "Invalid JSON request"}
 
 
+@pytest.mark.both_backends
+async def test_a_nul_character_in_any_string_is_400_naming_the_field_and_nothing_is_queued(api: Api) -> None:
+    key = await api.new_key()
+    before = await api.ctx.db.read(lambda conn: conn.execute(select(func.count()).select_from(jobs)).scalar_one())
+    response = await api.post("/video/queue", {**t2v_body(), "prompt": "a cat\u0000"}, key)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"].startswith("prompt: Must not contain the NUL character")
+    nested = await api.post("/video/queue", {**t2v_body(), "reference_image_urls": ["ok", "bad\u0000"]}, key)
+    assert nested.status_code == 400 and nested.json()["error"].startswith("reference_image_urls[1]: "), nested.text
+    after = await api.ctx.db.read(lambda conn: conn.execute(select(func.count()).select_from(jobs)).scalar_one())
+    assert after == before
+
+
+@pytest.mark.both_backends
+@pytest.mark.parametrize("path", ["/api/v1/video/jobs/abc%00", "/api/v1/video/jobs?after=a%00b",
+                                  "/api/v1/webhooks/deliveries/x%00"])
+async def test_a_nul_character_in_the_url_is_400(api: Api, path: str) -> None:
+    key = await api.new_key()
+    response = await api.client.get(path, headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 400, response.text
+    assert response.json() == {"error": "The URL must not contain the NUL character (%00)"}
+    assert response.headers["cf-ray"]
+
+
 async def test_body_over_35_mb_is_413(api: Api) -> None:
     key = await api.new_key()
     huge = b'{"model":"x","prompt":"' + b"a" * (35 * 1024 * 1024) + b'"}'

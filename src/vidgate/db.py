@@ -23,7 +23,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -52,8 +52,10 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import Executable
 
+from vidgate.batched_lookups import LookupBatcher, Row, batch_sql
 from vidgate.errors import DatabaseUnavailable
 
 T = TypeVar("T")
@@ -293,8 +295,11 @@ class PreparedQuery:
             self.sql = str(compiled)
             self.param_order = list(compiled.positiontup or [])
         # psycopg takes named parameters (`%(name)s`), so the PostgreSQL text needs no ordering.
-        self.postgres_sql = str(statement.compile(dialect=psycopg_dialect.dialect()))
+        postgres = statement.compile(dialect=psycopg_dialect.dialect())
+        self.postgres_sql = str(postgres)
         self.columns = [c.key for c in statement.selected_columns] if isinstance(statement, Select) else []
+        # A lookup's form for many at once (batched_lookups.py), for the PostgreSQL lookups made together.
+        self.postgres_batch = batch_sql(postgres) if isinstance(postgres, SQLCompiler) and self.columns else None
 
     def _run(self, conn: Connection, params: dict[str, Any]) -> Any:
         driver = conn.connection.driver_connection
@@ -619,7 +624,8 @@ class PostgresDatabase(Database):
     `lookup` (the API key and the job of every poll) and `write_one` (queueing a job) skip the threads:
     psycopg's async connections, from a `psycopg_pool.AsyncConnectionPool` opened on the event loop that first
     asks, awaited on that loop. A thread hand-off costs more than the statement itself (~210 against ~140 µs CPU
-    per read under load, bench/RESULTS.md).
+    per read under load, bench/RESULTS.md). Lookups of one query that are asked for together go as one statement
+    (batched_lookups.py).
     """
 
     dialect = "postgresql"
@@ -640,6 +646,7 @@ class PostgresDatabase(Database):
         self._threads = ThreadPoolExecutor(max_workers=2 * self.POOL_SIZE, thread_name_prefix="vidgate-pg")
         self._lookup_pool: AsyncConnectionPool | None = None
         self._lookup_loop: asyncio.AbstractEventLoop | None = None
+        self._batchers: dict[PreparedQuery, LookupBatcher] = {}  # the lookup pool's loop's
 
     def announce_job(self, conn: Connection) -> None:
         conn.exec_driver_sql(f"NOTIFY {JOBS_CHANNEL}")
@@ -692,20 +699,32 @@ class PostgresDatabase(Database):
             self._threads, lambda: self._run(fn, transaction=False))
 
     async def lookup(self, query: PreparedQuery, params: dict[str, Any]) -> dict[str, Any] | None:
-        return query.row(await self._on_loop(query, params, fetch=True))
+        if query.postgres_batch is None:
+            return query.row(await self._on_loop(query.postgres_sql, params, fetch="one"))
+        await self._lookups()  # this loop's pool, and its batchers
+        batcher = self._batchers.get(query)
+        if batcher is None:
+            sql, names = query.postgres_batch
+            batcher = self._batchers[query] = LookupBatcher(sql, names, self._rows_on_loop)
+        return query.row(await batcher.lookup(params))
 
     async def write_one(self, query: PreparedQuery, params: dict[str, Any]) -> int:
-        return int(await self._on_loop(query, params, fetch=False))
+        return int(await self._on_loop(query.postgres_sql, params, fetch="count"))
 
-    async def _on_loop(self, query: PreparedQuery, params: dict[str, Any], *, fetch: bool) -> Any:
-        """Run one statement on an autocommit connection of the event loop's pool: its first row, or its row
-        count. Retried once when the connection was lost (see `write_one`)."""
+    async def _rows_on_loop(self, sql: str, params: dict[str, Any]) -> list[Row]:
+        return list(await self._on_loop(sql, params, fetch="all"))
+
+    async def _on_loop(self, sql: str, params: dict[str, Any], *, fetch: Literal["one", "all", "count"]) -> Any:
+        """Run one statement on an autocommit connection of the event loop's pool: its first row, all its rows,
+        or its row count. Retried once when the connection was lost (see `write_one`)."""
         for attempt in (1, 2):
             pool = await self._lookups()
             try:
                 async with pool.connection() as conn:
-                    cursor = await conn.execute(query.postgres_sql, params)
-                    return await cursor.fetchone() if fetch else cursor.rowcount
+                    cursor = await conn.execute(sql, params)
+                    if fetch == "count":
+                        return cursor.rowcount
+                    return await (cursor.fetchone() if fetch == "one" else cursor.fetchall())
             except PoolTimeout as exc:  # no connection within the timeout: the server is away
                 raise DatabaseUnavailable() from exc
             except psycopg.OperationalError as exc:
@@ -714,7 +733,7 @@ class PostgresDatabase(Database):
                 if attempt == 2:
                     raise DatabaseUnavailable() from exc
             except psycopg.Error as exc:  # as SQLAlchemy would raise it: IntegrityError, ...
-                raise DBAPIError.instance(query.postgres_sql, params, exc, psycopg.Error) from exc
+                raise DBAPIError.instance(sql, params, exc, psycopg.Error) from exc
         raise AssertionError("unreachable")
 
     async def _lookups(self) -> AsyncConnectionPool:
@@ -729,7 +748,7 @@ class PostgresDatabase(Database):
         if self._lookup_pool is not None and self._lookup_loop is loop:  # another request opened one meanwhile
             await pool.close()
             return self._lookup_pool
-        self._lookup_loop, self._lookup_pool = loop, pool
+        self._lookup_loop, self._lookup_pool, self._batchers = loop, pool, {}
         return pool
 
     def write_now(self, fn: Callable[[Connection], T]) -> T:

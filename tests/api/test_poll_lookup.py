@@ -4,6 +4,8 @@ caller's errors come before the body's, a revoked key is refused at once, and a 
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.conftest import Api, t2v_body
@@ -64,3 +66,26 @@ async def test_another_accounts_job_is_not_found_and_a_revoked_key_is_refused_at
     assert key_id is not None
     await api.ctx.db.write(lambda conn: revoke_api_key(conn, key_id[0]))
     assert (await api.post("/video/retrieve", body, key)).status_code == 401
+
+
+async def test_polls_made_together_each_answer_their_own_job(api: Api) -> None:
+    """On PostgreSQL polls that arrive together share one statement (batched_lookups.py); each must still get
+    its own answer: its job, a stranger's 404, a missing job's 404, a bad key's 401."""
+    owned = [await queued_job(api) for _ in range(4)]
+    stranger = await api.new_key()
+    _, first_id = owned[0]
+    cases: list[tuple[str, str, int]] = []
+    for key, queue_id in owned:
+        cases += [(key, queue_id, 200)] * 3
+    cases += [
+        (stranger, first_id, 404),  # another account's job
+        (owned[1][0], first_id, 404),
+        (stranger, "no-such-job", 404),
+        (owned[0][0], first_id + "x" * 40, 404),  # a longer id that starts with a real one
+        (owned[0][0], first_id[:-1] + "\x00", 400),  # a value PostgreSQL cannot store: refused, this poll alone
+        ("vg_0123456789ab_wrongsecret", first_id, 401),
+    ]
+    answers = await asyncio.gather(*(api.post("/video/retrieve", {"model": MODEL, "queue_id": queue_id}, key)
+                                     for key, queue_id, _ in cases))
+    assert [a.status_code for a in answers] == [status for _, _, status in cases], [a.text for a in answers]
+    assert answers[-2].json()["error"].startswith("queue_id: ")
