@@ -12,7 +12,9 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import Api, t2v_body
+from vidgate.api import context
 from vidgate.db import jobs, ledger
+from vidgate.jobs.estimates import recent_finished
 from vidgate.worker import Worker
 
 pytestmark = pytest.mark.both_backends
@@ -208,6 +210,40 @@ async def test_a_models_first_job_is_estimated_from_its_engines_past_jobs(api: A
     small = (await get(api, f"/video/jobs/{(await queue(api, key))}", key)).json()
     big = (await get(api, f"/video/jobs/{queue_id}", key)).json()
     assert big["estimated_run_seconds"] > small["estimated_run_seconds"], "more pixels and seconds take longer"
+
+
+async def test_polls_that_find_the_estimate_out_of_date_read_the_history_once(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = await api.new_key()
+    queue_id = await queue(api, key)
+    history_reads = 0
+    read = api.ctx.db.read
+    history_released = asyncio.Event()
+    history_released.set()
+
+    async def counting_read(fn: Any) -> Any:
+        nonlocal history_reads
+        if fn is recent_finished:
+            history_reads += 1
+            await history_released.wait()
+        return await read(fn)
+
+    monkeypatch.setattr(api.ctx.db, "read", counting_read)
+    monkeypatch.setattr(context, "EXECUTION_TIME_CACHE_SECONDS", 0.0)  # every poll finds it out of date
+    monkeypatch.setattr(api.ctx, "_estimator", None)
+    body = {"model": MODEL, "queue_id": queue_id}
+
+    async def polls() -> set[int]:
+        answers = await asyncio.gather(*(api.post("/video/retrieve", body, key) for _ in range(20)))
+        assert {a.status_code for a in answers} == {200}
+        return {a.json()["average_execution_time"] for a in answers}
+
+    assert len(await polls()) == 1 and history_reads == 1  # none built yet: all wait for the one read
+    history_released.clear()  # the next read is slow: polls meanwhile answer from the old estimate
+    assert len(await polls()) == 1 and history_reads == 2
+    history_released.set()
+    await asyncio.sleep(0.05)
+    assert history_reads == 2
 
 
 async def test_cancel_stops_a_real_render_within_a_heartbeat_and_nothing_is_stored(api: Api) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 
@@ -42,6 +43,7 @@ class AppContext:
     hub: EventHub
     _estimator: tuple[float, Estimator] | None = None
     _averages: dict[tuple[str, str | None], int] = field(default_factory=dict)
+    _estimator_rebuild: asyncio.Future[Estimator] | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> AppContext:
@@ -77,13 +79,29 @@ class AppContext:
         return prepared, media_facts(prepared)
 
     async def estimator(self) -> Estimator:
-        """What past jobs say about run times (rebuilt at most every few seconds: retrieve is polled often)."""
-        now = time.monotonic()
-        if self._estimator is None or now - self._estimator[0] >= EXECUTION_TIME_CACHE_SECONDS:
+        """What past jobs say about run times (rebuilt at most every few seconds: retrieve is polled often).
+
+        One rebuild at a time: the polls that find it out of date meanwhile answer from the one they have (the
+        first ever waits for it), instead of each reading the history again at once, in threads."""
+        current = self._estimator
+        if current is not None and time.monotonic() - current[0] < EXECUTION_TIME_CACHE_SECONDS:
+            return current[1]
+        rebuild = self._estimator_rebuild
+        if rebuild is None:
+            rebuild = self._estimator_rebuild = asyncio.ensure_future(self._rebuild_estimator())
+            rebuild.add_done_callback(lambda task: task.cancelled() or task.exception())  # seen by its waiters
+        if current is not None:
+            return current[1]
+        return await asyncio.shield(rebuild)
+
+    async def _rebuild_estimator(self) -> Estimator:
+        try:
             history = await self.db.read(recent_finished)
-            self._estimator = (now, Estimator(history, self.settings.default_average_execution_ms / 1000))
-            self._averages = {}
-        return self._estimator[1]
+            estimator = Estimator(history, self.settings.default_average_execution_ms / 1000)
+            self._estimator, self._averages = (time.monotonic(), estimator), {}
+            return estimator
+        finally:
+            self._estimator_rebuild = None
 
     async def estimate(self, job: Job) -> Estimate:
         spec = self.catalog.get(job.model)
