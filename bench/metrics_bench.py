@@ -14,8 +14,8 @@ throughput), and, for the record, the access log.
      far more than what each request costs it, so this one is the steadier measure on a shared machine.
 2. `bench_middleware_cost`: the middleware alone, in process: a no-op ASGI app called directly, bare and wrapped
    (metrics only), 200,000 calls each; microseconds per request. Not disturbed by the load generator.
-3. `bench_scrape_cost`: what one /metrics scrape's read of the jobs table costs (`job_stats` + rendering) with
-   100,000 jobs in a SQLite file (80 % completed, the rest failed, queued or canceled; 400-byte requests).
+3. `bench_scrape_cost`: what one /metrics scrape costs (`job_stats` + rendering) with 100,000 and 1,000,000 ended
+   jobs and 1,000 unfinished ones in a SQLite file, against the full-table read scrapes made before revision 0004.
 
 Run:  .venv/bin/python bench/metrics_bench.py [--rounds 4] [--duration 5]
 """
@@ -25,12 +25,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
+import random
 import shutil
 import statistics
 import sys
+import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -160,47 +164,90 @@ def bench_middleware_cost(calls: int = 200_000) -> list[dict[str, Any]]:
                 digits=2)]
 
 
-def bench_scrape_cost(jobs_count: int = 100_000, scrapes: int = 5) -> list[dict[str, Any]]:
-    import random
-    import tempfile
-    import uuid
+def old_job_stats(conn: Any) -> list[Any]:
+    """The reference: what a scrape read before the running totals (revision 0004), one GROUP BY over every job
+    row, by engine, status and render bucket."""
+    from sqlalchemy import and_, case, func, select
 
+    from vidgate.db import jobs
+    from vidgate.jobs.totals import RENDER_BUCKETS
+
+    seconds = jobs.c.finished_at - jobs.c.started_at
+    completed = and_(jobs.c.status == "COMPLETED", jobs.c.started_at.is_not(None), jobs.c.finished_at.is_not(None))
+    bucket = case((~completed, None), *((seconds <= bound, i) for i, bound in enumerate(RENDER_BUCKETS)),
+                  else_=len(RENDER_BUCKETS)).label("bucket")
+    return list(conn.execute(select(
+        jobs.c.engine, jobs.c.status, bucket, func.count().label("jobs"),
+        func.coalesce(func.sum(jobs.c.attempts), 0).label("attempts"),
+        func.min(jobs.c.created_at).label("oldest"),
+        func.sum(case((completed, seconds), else_=0.0)).label("render_sum"),
+    ).group_by(jobs.c.engine, jobs.c.status, bucket)))
+
+
+def fill_jobs(conn: Any, *, size: int, unfinished: int, now: float, rng: Any) -> None:
+    """`size` ended jobs and `unfinished` queued or running ones, straight into the jobs table."""
     from sqlalchemy import insert
 
+    from vidgate.db import accounts, jobs
+
+    request = json.dumps({"prompt": "x" * 400})
+    conn.execute(insert(accounts).values(id="bench", label="", balance_micros=0, created_at=now))
+    for start in range(0, size + unfinished, 100_000):
+        rows = []
+        for i in range(start, min(start + 100_000, size + unfinished)):
+            status = (rng.choice(["COMPLETED"] * 8 + ["FAILED", "CANCELED"]) if i < size else
+                      rng.choice(["QUEUED", "PROCESSING"]))
+            rows.append({
+                "id": str(uuid.uuid4()), "account_id": "bench", "model": "m", "status": status,
+                "request_json": request, "engine": rng.choice(["procedural", "image", "diffusers"]),
+                "price_micros": 1, "private": False, "created_at": now - 1000, "started_at": now - 900,
+                "finished_at": now - 900 + rng.random() * 300 if i < size else None,
+                "attempts": rng.randint(1, 3), "progress": 0.0, "media_deleted": False,
+                "download_revoked": False, "cancel_requested": False})
+        conn.execute(insert(jobs), rows)
+
+
+def bench_scrape_cost(sizes: tuple[int, ...] = (100_000, 1_000_000), unfinished: int = 1_000,
+                      scrapes: int = 5) -> list[dict[str, Any]]:
+    """A SQLite file filled at revision 0003 (before the totals) with `size` ended jobs (80 % completed, the rest
+    failed or canceled; 400-byte requests) and `unfinished` queued or running ones, then upgraded (0004 counts
+    the ended jobs once). One scrape now (`job_stats` + rendering) against the old full-table read."""
+    from alembic import command
+
+    from vidgate import migrate
     from vidgate.api.metrics import Metrics
-    from vidgate.db import accounts, jobs, open_database
+    from vidgate.db import open_database
 
-    with tempfile.TemporaryDirectory(prefix="vidgate-scrape-") as tmp:
-        db = open_database(f"sqlite:///{tmp}/vidgate.db")
-        db.create_schema()
-        now, rng = time.time(), random.Random(7)
-        request = json.dumps({"prompt": "x" * 400})
+    results = []
+    for size in sizes:
+        with tempfile.TemporaryDirectory(prefix="vidgate-scrape-") as tmp:
+            url = f"sqlite:///{tmp}/vidgate.db"
+            command.upgrade(migrate.alembic_config(url), "0003")
+            db = open_database(url)
 
-        def fill(conn: Any) -> None:
-            conn.execute(insert(accounts).values(id="bench", label="", balance_micros=0, created_at=now))
-            rows = []
-            for _ in range(jobs_count):
-                status = rng.choice(["COMPLETED"] * 8 + ["FAILED", "QUEUED", "CANCELED"])
-                rows.append({"id": str(uuid.uuid4()), "account_id": "bench", "model": "m", "status": status,
-                             "request_json": request, "engine": rng.choice(["procedural", "image", "diffusers"]),
-                             "price_micros": 1, "private": False, "created_at": now - 1000,
-                             "started_at": now - 900, "finished_at": None if status == "QUEUED" else
-                             now - 900 + rng.random() * 300, "attempts": rng.randint(1, 3), "progress": 0.0,
-                             "media_deleted": False, "download_revoked": False, "cancel_requested": False})
-            conn.execute(insert(jobs), rows)
-
-        db.write_now(fill)
-        metrics = Metrics(db, f"sqlite:///{tmp}/vidgate.db")
-        times = []
-        for _ in range(scrapes):
+            db.write_now(functools.partial(fill_jobs, size=size, unfinished=unfinished, now=time.time(),
+                                           rng=random.Random(7)))
             t0 = time.perf_counter()
-            rows = metrics.reader._read_sqlite()
-            metrics.render(rows, time.time())
-            times.append((time.perf_counter() - t0) * 1000)
-        db.dispose()
-    best = min(times)
-    log(f"scrape: {jobs_count} jobs: {', '.join(f'{t:.0f}' for t in times)} ms per scrape")
-    return [row(f"metrics_scrape_ms ({jobs_count:,} jobs, SQLite)", best, "ms", None, None, True, digits=0)]
+            command.upgrade(migrate.alembic_config(url), "head")
+            log(f"scrape: {size:,} ended jobs: upgrade to 0004 (counting them) took {time.perf_counter() - t0:.1f} s")
+            metrics = Metrics(db, url)
+            now_ms, old_ms = [], []
+            for _ in range(scrapes):
+                t0 = time.perf_counter()
+                metrics.render(metrics.reader._read_sqlite(), time.time())
+                now_ms.append((time.perf_counter() - t0) * 1000)
+                t0 = time.perf_counter()
+                with metrics.reader._engine.connect() as conn:  # type: ignore[union-attr]
+                    old = old_job_stats(conn)
+                old_ms.append((time.perf_counter() - t0) * 1000)
+            new_total = sum(r.jobs for r in metrics.reader._read_sqlite())
+            assert new_total == sum(r.jobs for r in old) == size + unfinished, (new_total, size)
+            db.dispose()
+        log(f"scrape: {size:,} ended + {unfinished:,} unfinished jobs: {', '.join(f'{t:.1f}' for t in now_ms)} ms "
+            f"per scrape; the old full-table read {', '.join(f'{t:.0f}' for t in old_ms)} ms")
+        results.append(row(f"metrics_scrape_ms ({size:,} ended + {unfinished:,} unfinished jobs, SQLite) vs the "
+                           "full-table read before 0004", min(now_ms), "ms", min(old_ms), None, True, digits=1))
+    return results
 
 
 def measure() -> list[dict[str, Any]]:

@@ -139,6 +139,20 @@ jobs = Table(
     Index("uq_jobs_account_idempotency", "account_id", "idempotency_key", unique=True),
 )
 
+job_totals = Table(
+    "job_totals",
+    metadata,
+    # Since revision 0004. Ended jobs counted as they end (jobs/totals.py, in the transaction that ends each),
+    # so /metrics reads this small table and the unfinished jobs instead of every job ever run.
+    Column("engine", String(40), primary_key=True),
+    Column("status", String(20), primary_key=True),  # COMPLETED | FAILED | CANCELED
+    Column("bucket", Integer, primary_key=True),  # render-time bucket of completed jobs; -1 for the others
+    Column("jobs", BigInteger, nullable=False),
+    Column("attempts", BigInteger, nullable=False),
+    Column("canceled_queued", BigInteger, nullable=False),  # canceled while waiting in the queue
+    Column("render_seconds", Float, nullable=False),  # sum over completed jobs, first start to completion
+)
+
 job_events = Table(
     "job_events",
     metadata,

@@ -60,7 +60,7 @@ def schema_version(path: Path) -> int:
 
 def test_a_new_data_dir_is_created_at_the_head_revision(api: Api) -> None:
     url = api.settings.resolved_database_url
-    assert migrate.current_revision(url) == migrate.head_revision() == "0003"
+    assert migrate.current_revision(url) == migrate.head_revision() == "0004"
     migrate.check_current(url)
 
 
@@ -118,9 +118,9 @@ async def test_db_upgrade_adopts_a_pre_migration_data_dir_and_serve_runs_on_it(
 
     upgraded = vidgate("db", "upgrade", data_dir=settings.data_dir)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "before: none" in upgraded.stdout and "after: 0003" in upgraded.stdout
+    assert "before: none" in upgraded.stdout and "after: 0004" in upgraded.stdout
     assert table_rows(db_file) == before, "nothing lost, nothing changed"
-    assert migrate.current_revision(settings.resolved_database_url) == "0003"
+    assert migrate.current_revision(settings.resolved_database_url) == "0004"
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIDGATE_")}
     server = LiveServer(data_dir=settings.data_dir, port=free_port(), env=env, workers=0, api_key=key)
@@ -142,7 +142,7 @@ async def test_a_pre_migration_data_dir_is_adopted_at_start_then_upgraded_by_the
     url = settings.resolved_database_url
     db = open_database(url)
     try:  # at start: verified and stamped 0001 with no table touched, then refused as older than this vidgate
-        with pytest.raises(migrate.SchemaError, match=r"revision 0001, older than this vidgate's 0003: .*"
+        with pytest.raises(migrate.SchemaError, match=r"revision 0001, older than this vidgate's 0004: .*"
                                                       r"run `vidgate db upgrade`"):
             db.create_schema()
     finally:
@@ -175,12 +175,12 @@ def test_db_upgrade_twice_changes_nothing_the_second_time(tmp_path: Path) -> Non
     data = tmp_path / "data"
     first = vidgate("db", "upgrade", data_dir=data)
     assert first.returncode == 0, first.stderr
-    assert "before: none" in first.stdout and "after: 0003" in first.stdout
+    assert "before: none" in first.stdout and "after: 0004" in first.stdout
     db_file = data / "vidgate.db"
     sql, version = schema_sql(db_file), schema_version(db_file)
     second = vidgate("db", "upgrade", data_dir=data)
     assert second.returncode == 0, second.stderr
-    assert "before: 0003" in second.stdout and "already up to date" in second.stdout
+    assert "before: 0004" in second.stdout and "already up to date" in second.stdout
     assert schema_sql(db_file) == sql and schema_version(db_file) == version
 
 
@@ -206,7 +206,7 @@ def test_an_older_revision_is_not_upgraded_at_start(tmp_path: Path) -> None:
     command.upgrade(migrate.alembic_config(url), "0001")
     db = open_database(url)
     try:
-        with pytest.raises(migrate.SchemaError, match=r"revision 0001, older than this vidgate's 0003: .*"
+        with pytest.raises(migrate.SchemaError, match=r"revision 0001, older than this vidgate's 0004: .*"
                                                       r"run `vidgate db upgrade`"):
             db.create_schema()
     finally:

@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from alembic import command
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Api, api_for, t2v_body
+from vidgate import migrate
 from vidgate.settings import load_settings
 
 ENGINE = "procedural"  # what wan-2.5-preview-text-to-video renders with
@@ -33,6 +35,7 @@ class BrokenEngine:
         raise RuntimeError("GPU on fire")
 
 
+@pytest.mark.both_backends
 async def test_job_numbers_follow_jobs_through_queue_render_and_failure(api: Api,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     import vidgate.worker as worker_module
@@ -74,6 +77,7 @@ async def test_job_numbers_follow_jobs_through_queue_render_and_failure(api: Api
     assert value(failed, "vidgate_render_seconds_count", engine=ENGINE) == 1, "failures are not renders"
 
 
+@pytest.mark.both_backends
 async def test_a_job_canceled_after_a_failed_attempt_keeps_its_error_counted(
         api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     import vidgate.worker as worker_module
@@ -89,6 +93,37 @@ async def test_a_job_canceled_after_a_failed_attempt_keeps_its_error_counted(
     after = await scrape(api)
     assert value(after, "vidgate_jobs", engine=ENGINE, state="canceled") == 1
     assert value(after, "vidgate_engine_errors_total", engine=ENGINE) == 1, "a counter never goes down"
+
+
+JOB_SERIES = ("vidgate_jobs", "vidgate_queue_depth", "vidgate_render_seconds", "vidgate_engine_errors")
+
+
+@pytest.mark.both_backends
+async def test_the_upgrade_to_running_totals_counts_the_jobs_that_ended_before_it(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Revision 0004 counts the ended jobs of an existing database once; what /metrics says is what it said with
+    the totals kept as the jobs ended."""
+    import vidgate.worker as worker_module
+
+    key = await api.new_key()
+    ids = [(await api.post("/video/queue", t2v_body(prompt=f"p{i}"), key)).json()["queue_id"] for i in range(5)]
+    await api.run_worker(max_jobs=2)  # two completed
+    monkeypatch.setattr(worker_module, "engine_for", lambda name, **kw: BrokenEngine())
+    await api.run_worker(max_jobs=api.settings.max_attempts + 1)  # one failed, one with a failed attempt
+    headers = {"Authorization": f"Bearer {key}"}
+    for queue_id in ids:  # the one back in the queue (after a failed attempt) and one never run: canceled
+        await api.client.post(f"/api/v1/video/jobs/{queue_id}/cancel", headers=headers)
+    kept = await scrape(api)
+    assert value(kept, "vidgate_jobs", engine=ENGINE, state="completed") == 2
+    assert value(kept, "vidgate_jobs", engine=ENGINE, state="canceled") == 2
+
+    url = api.settings.resolved_database_url
+    command.downgrade(migrate.alembic_config(url), "0003")  # the totals are gone; the jobs stay
+    command.upgrade(migrate.alembic_config(url), "0004")
+    recounted = await scrape(api)
+    jobs_only = {k: v for k, v in recounted.items() if k[0].startswith(JOB_SERIES)}
+    assert jobs_only == {k: v for k, v in kept.items() if k[0].startswith(JOB_SERIES)}
+    assert value(recounted, "vidgate_engine_errors_total", engine=ENGINE) == api.settings.max_attempts + 1
 
 
 async def test_requests_are_counted_by_route_template_and_status(api: Api) -> None:

@@ -5,17 +5,17 @@ Two kinds of numbers, from two places:
 - **This API process** (`vidgate_http_*`, `process_*`, `python_*`): requests by method, route template and
   status, and their latency (api/observe.py). Each API node counts its own; sum them across instances.
 - **The whole cluster** (`vidgate_jobs`, `vidgate_queue_*`, `vidgate_render_seconds`,
-  `vidgate_engine_errors_total`): read from the jobs table when scraped, in one query (grouped by engine, status
-  and render-time bucket). Renders and engine errors happen in worker processes, possibly on other machines
-  (`vidgate worker` on a GPU host has no HTTP port to scrape), and every worker records each job's outcome in the
-  database: started_at, finished_at, attempts, status. So counting there is right whatever the number of workers
-  and API nodes, and survives restarts, where prometheus_client's multiprocess mode would only see the workers of
-  one machine, started by one `vidgate serve`. Every API node reports the same values: scrape one, or aggregate
-  with `max`, not `sum`. They are counters as long as jobs are kept (vidgate never deletes them); a purge would
-  look like a counter reset.
+  `vidgate_engine_errors_total`): read from the database when scraped. Renders and engine errors happen in
+  worker processes, possibly on other machines (`vidgate worker` on a GPU host has no HTTP port to scrape), and
+  every worker records each job's outcome in the database, in the transaction that ends the job: its status,
+  attempts and times, and one more in the running totals of ended jobs (jobs/totals.py). So counting there is
+  right whatever the number of workers and API nodes, and survives restarts, where prometheus_client's
+  multiprocess mode would only see the workers of one machine, started by one `vidgate serve`. Every API node
+  reports the same values: scrape one, or aggregate with `max`, not `sum`.
 
-The query reads every job row, so a scrape costs about as much as the table is big: 0.25-0.55 s per 100,000 jobs
-on SQLite here (bench/metrics_bench.py), in a thread, never on the event loop.
+A scrape reads the totals (one row per engine, final status and render bucket) and the unfinished jobs (through
+the (status, created_at) index), so its cost does not grow with the jobs that ended (bench/metrics_bench.py); in a
+thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -24,63 +24,67 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
 
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
-from sqlalchemy import Connection, Engine, and_, case, create_engine, func, select
+from sqlalchemy import Connection, Engine, create_engine, func, select
 from sqlalchemy.pool import NullPool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from vidgate.api.observe import RequestStats
-from vidgate.db import Database, SqliteDatabase, jobs
+from vidgate.db import Database, SqliteDatabase, job_totals, jobs
 from vidgate.jobs.states import JobStatus
+from vidgate.jobs.totals import NO_BUCKET, RENDER_BUCKETS
 from vidgate.jobs.views import PUBLIC_STATUS
 
 log = logging.getLogger("vidgate.api.metrics")
 
-# Seconds from a job's first start to its completion: a CPU stand-in renders in seconds, diffusers in minutes.
-RENDER_BUCKETS = (1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
-# The reason store.cancel_job records for a job canceled while it waited in the queue (not while running).
-CANCELED_WHILE_QUEUED = "canceled by the client"
+@dataclass(frozen=True)
+class JobGroup:
+    """Jobs of one engine and status (and, completed, one render bucket: None for the others)."""
+
+    engine: str
+    status: str
+    bucket: int | None
+    jobs: int
+    attempts: int
+    canceled_queued: int
+    oldest: float | None  # created_at of the oldest (unfinished jobs only)
+    render_sum: float
 
 
-def job_stats(conn: Connection) -> list[Any]:
-    """One pass over the jobs table, grouped by (engine, status, render bucket): the number of jobs, their
-    attempts, those canceled while queued, the oldest created_at, and the sum of render seconds. The bucket is
-    the index of the first RENDER_BUCKETS bound a completed job's render time is within (len: above them all;
-    NULL for jobs not completed). One CASE per row rather than a SUM per bucket: about half the work."""
-    seconds = jobs.c.finished_at - jobs.c.started_at
-    completed = and_(jobs.c.status == JobStatus.COMPLETED.value, jobs.c.started_at.is_not(None),
-                     jobs.c.finished_at.is_not(None))
-    bucket = case((~completed, None), *((seconds <= bound, i) for i, bound in enumerate(RENDER_BUCKETS)),
-                  else_=len(RENDER_BUCKETS)).label("bucket")
-    query = select(
-        jobs.c.engine, jobs.c.status, bucket, func.count().label("jobs"),
-        func.coalesce(func.sum(jobs.c.attempts), 0).label("attempts"),
-        func.sum(case((jobs.c.error == CANCELED_WHILE_QUEUED, 1), else_=0)).label("canceled_queued"),
-        func.min(jobs.c.created_at).label("oldest"),
-        func.sum(case((completed, seconds), else_=0.0)).label("render_sum"),
-    ).group_by(jobs.c.engine, jobs.c.status, bucket)
-    return list(conn.execute(query))
+def job_stats(conn: Connection) -> list[JobGroup]:
+    """The ended jobs' running totals (jobs/totals.py: a small table) and the unfinished jobs grouped by engine
+    and status (only they are read from the jobs table, through its (status, created_at) index)."""
+    ended = [JobGroup(row.engine, row.status, None if row.bucket == NO_BUCKET else row.bucket, row.jobs,
+                      row.attempts, row.canceled_queued, None, row.render_seconds)
+             for row in conn.execute(select(job_totals))]
+    unfinished = conn.execute(
+        select(jobs.c.engine, jobs.c.status, func.count().label("jobs"),
+               func.coalesce(func.sum(jobs.c.attempts), 0).label("attempts"),
+               func.min(jobs.c.created_at).label("oldest"))
+        .where(jobs.c.status.in_([JobStatus.QUEUED.value, JobStatus.PROCESSING.value]))
+        .group_by(jobs.c.engine, jobs.c.status))
+    return ended + [JobGroup(row.engine, row.status, None, row.jobs, row.attempts, 0, row.oldest, 0.0)
+                    for row in unfinished]
 
 
-def failed_attempts(status: JobStatus, row: Any) -> int:
+def failed_attempts(status: JobStatus, row: JobGroup) -> int:
     """Attempts of these jobs that ended in an error (the engine raised, or its worker was lost).
 
     Each claim adds an attempt; the attempt still running, or the one that completed, is not an error; every
     earlier one failed. A job canceled while running did not fail its last attempt, one canceled while queued
     again after a failure did. This never decreases as jobs move on, so it is a counter."""
-    attempts = int(row.attempts or 0)
+    attempts = int(row.attempts)
     if status in (JobStatus.PROCESSING, JobStatus.COMPLETED):
         return max(0, attempts - int(row.jobs))
     if status is JobStatus.CANCELED:
-        queued = int(row.canceled_queued or 0)
-        return max(0, attempts - (int(row.jobs) - queued))
+        return max(0, attempts - (int(row.jobs) - int(row.canceled_queued)))
     return attempts  # QUEUED (every attempt so far failed) and FAILED
 
 
@@ -96,19 +100,19 @@ class JobStatsReader:
         if isinstance(db, SqliteDatabase):
             self._engine = create_engine(url, poolclass=NullPool, connect_args={"check_same_thread": False,
                                                                                 "timeout": 15})
-        self._inflight: asyncio.Future[list[Any]] | None = None
+        self._inflight: asyncio.Future[list[JobGroup]] | None = None
 
-    def _read_sqlite(self) -> list[Any]:
+    def _read_sqlite(self) -> list[JobGroup]:
         assert self._engine is not None
         with self._engine.connect() as conn:
             return job_stats(conn)
 
-    async def _read(self) -> list[Any]:
+    async def _read(self) -> list[JobGroup]:
         if self._engine is not None:
             return await asyncio.to_thread(self._read_sqlite)
         return await self.db.read(job_stats)
 
-    async def read(self) -> list[Any]:
+    async def read(self) -> list[JobGroup]:
         if self._inflight is None:
             self._inflight = asyncio.ensure_future(self._read())
             self._inflight.add_done_callback(lambda _: setattr(self, "_inflight", None))
@@ -119,7 +123,7 @@ class JobStats(Collector):
     """The cluster's job numbers from one `job_stats` result (set before each scrape; None: the read failed)."""
 
     def __init__(self) -> None:
-        self.rows: list[Any] | None = None
+        self.rows: list[JobGroup] | None = None
         self.now = 0.0
 
     def collect(self) -> Iterator[Metric]:
@@ -153,7 +157,7 @@ class JobStats(Collector):
             if row.bucket is not None:
                 counts, total = render.setdefault(row.engine, ([0] * (len(RENDER_BUCKETS) + 1), [0.0]))
                 counts[int(row.bucket)] += int(row.jobs)
-                total[0] += float(row.render_sum or 0.0)
+                total[0] += float(row.render_sum)
         for (engine, state), count in sorted(states.items()):
             by_state.add_metric([engine, state], count)
         for engine, (counts, total) in sorted(render.items()):
@@ -184,7 +188,7 @@ class Metrics:
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
 
-    def render(self, rows: list[Any] | None, now: float) -> bytes:
+    def render(self, rows: list[JobGroup] | None, now: float) -> bytes:
         # No await between setting the rows and rendering them: concurrent scrapes cannot mix their rows.
         self.jobs.rows, self.jobs.now = rows, now
         return generate_latest(self.registry)
@@ -193,7 +197,7 @@ class Metrics:
 async def metrics(request: Request) -> Response:
     registry: Metrics = request.app.state.metrics
     try:
-        rows: list[Any] | None = await registry.reader.read()
+        rows: list[JobGroup] | None = await registry.reader.read()
     except Exception:  # the database is down: still answer with what this process knows, and say so
         log.warning("metrics: could not read the jobs table", exc_info=True)
         rows = None

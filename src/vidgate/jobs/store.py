@@ -48,6 +48,7 @@ from vidgate.db import (
     webhook_endpoints,
 )
 from vidgate.jobs.states import JobStatus, sources_of
+from vidgate.jobs.totals import CANCELED_WHILE_QUEUED, count_ended
 from vidgate.webhooks.outbox import queue_deliveries
 
 
@@ -162,6 +163,10 @@ _CLAIMABLE = (
 )
 _HELD = and_(jobs.c.id == bindparam("job_id"), jobs.c.lease_token == bindparam("token"),
              jobs.c.status == JobStatus.PROCESSING.value)
+
+
+# What jobs/totals.py counts of a job that ended, returned by the UPDATE that ends it.
+_ENDED = (jobs.c.engine, jobs.c.attempts, jobs.c.started_at, jobs.c.finished_at, jobs.c.error)
 
 
 def transition(to: JobStatus, *conditions: Any) -> Update:
@@ -348,15 +353,16 @@ class JobStore:
             if row is None:
                 return False
             now = time.time()
-            result = conn.execute(
+            ended = conn.execute(
                 transition(JobStatus.COMPLETED, _HELD).values(
                     finished_at=now, media_key=media_key, progress=1.0,
                     execution_ms=int((now - row.created_at) * 1000), lease_token=None, lease_expires_at=None,
-                ),
+                ).returning(*_ENDED),
                 {"job_id": job_id, "token": token},
-            )
-            if result.rowcount != 1:
+            ).first()
+            if ended is None:
                 return False
+            count_ended(conn, ended, JobStatus.COMPLETED)
             record_event(conn, job_id, "completed")
             return True
 
@@ -425,10 +431,12 @@ def _end_and_refund(conn: Connection, job_id: str, to: JobStatus, held: list[Any
     if row is None:
         return False
     ended = conn.execute(transition(to, *conditions).values(
-        finished_at=time.time(), error=error, lease_token=None, lease_expires_at=None, **values)).rowcount
+        finished_at=time.time(), error=error, lease_token=None, lease_expires_at=None, **values,
+    ).returning(*_ENDED)).first()
     # On PostgreSQL another worker may have ended it between our read and our update: refund only our own.
-    if ended != 1:
+    if ended is None:
         return False
+    count_ended(conn, ended, to)
     record_event(conn, job_id, to.value.lower(), account_id=row.account_id)
     if row.price_micros:
         refund_job(conn, row.account_id, job_id, row.price_micros, note=note[:500])
@@ -465,7 +473,7 @@ def cancel_job(conn: Connection, job_id: str, account_id: str) -> JobStatus | No
     if row is None:
         return None
     status = JobStatus(row.status)
-    if status is JobStatus.QUEUED and _cancel_and_refund(conn, job_id, None, "canceled by the client"):
+    if status is JobStatus.QUEUED and _cancel_and_refund(conn, job_id, None, CANCELED_WHILE_QUEUED):
         return JobStatus.CANCELED
     if status is JobStatus.PROCESSING:
         conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == JobStatus.PROCESSING.value)
