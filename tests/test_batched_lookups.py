@@ -22,23 +22,27 @@ class FakeDatabase:
 
     def __init__(self) -> None:
         self.statements: list[list[str]] = []
+        self.sql: list[str] = []
         self.gate: asyncio.Event | None = None
         self.down = False
 
     async def run(self, sql: str, params: dict[str, Any]) -> list[Row]:
-        ids: list[str] = params["id"]
+        single = sql == "ONE"  # a lone lookup: the plain statement (one id; rows without the ordinal)
+        ids: list[str] = [params["id"]] if single else params["id"]
         self.statements.append(ids)
+        self.sql.append(sql)
         if self.gate is not None:
             await self.gate.wait()
         if self.down:
             raise DatabaseUnavailable()
         if "bad" in ids:
             raise ValueError("a value the database refuses")
-        return [(n, TABLE[i]) for n, i in enumerate(ids, 1) if i in TABLE]
+        rows = [(n, TABLE[i]) for n, i in enumerate(ids, 1) if i in TABLE]
+        return [row[1:] for row in rows] if single else rows
 
 
 def batcher(db: FakeDatabase) -> LookupBatcher:
-    return LookupBatcher("SELECT ...", ["id"], db.run)
+    return LookupBatcher("MANY", ["id"], db.run, "ONE")
 
 
 async def test_lookups_made_together_share_one_statement_and_each_gets_its_own_row() -> None:
@@ -64,6 +68,7 @@ async def test_lookups_that_arrive_while_a_statement_is_out_go_together_in_the_n
     assert db.statements == [["a"], ["b", "c"]]
     assert await lookups.lookup({"id": "c"}) == ("row c",)  # a quiet batcher sends at once again
     assert db.statements[-1] == ["c"]
+    assert db.sql == ["ONE", "MANY", "ONE"]  # a lone lookup runs the plain statement, a group the batch one
 
 
 async def test_a_lookup_the_database_refuses_fails_alone() -> None:

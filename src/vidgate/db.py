@@ -719,7 +719,7 @@ class PostgresDatabase(Database):
         batcher = self._batchers.get(query)
         if batcher is None:
             sql, names = query.postgres_batch
-            batcher = self._batchers[query] = LookupBatcher(sql, names, self._rows_on_loop)
+            batcher = self._batchers[query] = LookupBatcher(sql, names, self._rows_on_loop, query.postgres_sql)
         return query.row(await batcher.lookup(params))
 
     async def write_one(self, query: PreparedQuery, params: dict[str, Any]) -> int:
