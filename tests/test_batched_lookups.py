@@ -53,15 +53,23 @@ async def test_lookups_made_together_share_one_statement_and_each_gets_its_own_r
     assert db.statements == [["b", "nope", "a", "c", "a"]]
 
 
-async def test_lookups_that_arrive_while_a_statement_is_out_go_together_in_the_next() -> None:
-    db = FakeDatabase()
+async def a_out_and_b_c_waiting(db: FakeDatabase, lookups: LookupBatcher) -> tuple[
+        asyncio.Future[Row | None], list[asyncio.Future[Row | None]]]:
+    """Lookup "a" sent and held at the database; "b" and "c" asked for meanwhile."""
     db.gate = asyncio.Event()
-    lookups = batcher(db)
     first = asyncio.ensure_future(lookups.lookup({"id": "a"}))
     await asyncio.sleep(0.01)
     later = [asyncio.ensure_future(lookups.lookup({"id": i})) for i in ["b", "c"]]
     await asyncio.sleep(0.01)
+    return first, later
+
+
+async def test_lookups_that_arrive_while_a_statement_is_out_go_together_in_the_next() -> None:
+    db = FakeDatabase()
+    lookups = batcher(db)
+    first, later = await a_out_and_b_c_waiting(db, lookups)
     assert db.statements == [["a"]]  # b and c wait for a's statement
+    assert db.gate is not None
     db.gate.set()
     assert await first == ("row a",)
     assert [await f for f in later] == [("row b",), ("row c",)]
@@ -91,14 +99,11 @@ async def test_an_unavailable_database_fails_the_whole_group_at_once() -> None:
 
 async def test_a_canceled_lookup_leaves_the_others_theirs() -> None:
     db = FakeDatabase()
-    db.gate = asyncio.Event()
     lookups = batcher(db)
-    going = asyncio.ensure_future(lookups.lookup({"id": "a"}))
-    await asyncio.sleep(0.01)
-    waiting = [asyncio.ensure_future(lookups.lookup({"id": i})) for i in ["b", "c"]]
-    await asyncio.sleep(0.01)
+    going, waiting = await a_out_and_b_c_waiting(db, lookups)
     going.cancel()  # its client went away while its statement was out
     waiting[0].cancel()  # and this one's before its statement was sent
+    assert db.gate is not None
     db.gate.set()
     assert await waiting[1] == ("row c",)
     assert db.statements == [["a"], ["c"]]  # a canceled lookup that had not been sent is not sent
