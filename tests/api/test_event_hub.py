@@ -1,14 +1,15 @@
-"""The event hub's start: a stream that follows a job gets every event recorded after it began following, even
-one recorded before the hub's first read of the log (CI once lost a job's `running` that way)."""
+"""The event hub: a stream that follows a job gets every event recorded after it began following, even one
+recorded before the hub's first read of the log (CI once lost a job's `running` that way), and in id order."""
 
 from __future__ import annotations
 
 import asyncio
 
+import pytest
 from sqlalchemy import create_engine
 
 from tests.conftest import Api
-from vidgate.db import job_events
+from vidgate.jobs.events import newest_event_id
 from vidgate.jobs.store import record_event
 
 
@@ -26,23 +27,60 @@ async def test_an_event_recorded_as_soon_as_a_stream_follows_reaches_it(api: Api
     assert event is not None and (event.job_id, event.kind) == ("job-1", "running")
 
 
-async def test_an_event_committed_after_a_newer_one_still_reaches_the_stream(api: Api) -> None:
-    # PostgreSQL hands out ids at insert and commits in any order: id n+1 can be read before id n exists.
+ON_POSTGRESQL = pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)
+
+
+@ON_POSTGRESQL
+@pytest.mark.parametrize("older_commits", [True, False])
+async def test_events_go_out_in_id_order_behind_one_whose_transaction_is_still_running(
+        api: Api, older_commits: bool) -> None:
+    """PostgreSQL hands out ids at insert and commits in any order: id n+1 can commit while n's transaction runs.
+    The hub holds n+1 until n commits (then sends n first) or is rolled back, so that a client that resumes
+    from the last id it got misses nothing older."""
     account_id = await api.account_of(await api.new_key())
     other_node = create_engine(api.settings.resolved_database_url)
-
-    def insert(event_id: int, job_id: str, kind: str) -> None:
-        with other_node.begin() as conn:
-            conn.execute(job_events.insert().values(id=event_id, job_id=job_id, account_id=account_id, kind=kind,
-                                                    created_at=0.0))
-
     try:
         async with api.ctx.hub.follow("account", account_id) as subscription:
-            insert(12, "job-b", "queued")
-            newer = await asyncio.wait_for(subscription.queue.get(), 10)
-            insert(11, "job-a", "queued")  # the older id, committed later
-            older = await asyncio.wait_for(subscription.queue.get(), 10)
+            with other_node.connect() as slow:
+                transaction = slow.begin()
+                record_event(slow, "job-a", "queued", account_id=account_id)  # id n, not committed yet
+                with other_node.begin() as conn:
+                    record_event(conn, "job-b", "queued", account_id=account_id)  # id n+1, committed
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(subscription.queue.get(), 0.5)  # n+1 waits behind n
+                assert api.ctx.hub.released_through < api.ctx.db.read_now(newest_event_id)
+                transaction.commit() if older_commits else transaction.rollback()
+            received = [await asyncio.wait_for(subscription.queue.get(), 10)]
+            if older_commits:
+                received.append(await asyncio.wait_for(subscription.queue.get(), 10))
     finally:
         other_node.dispose()
-    assert newer is not None and older is not None
-    assert [(newer.id, newer.job_id), (older.id, older.job_id)] == [(12, "job-b"), (11, "job-a")]
+    assert all(e is not None for e in received)
+    assert [e.job_id for e in received if e] == (["job-a", "job-b"] if older_commits else ["job-b"])
+    assert [e.id for e in received if e] == sorted(e.id for e in received if e)
+    assert api.ctx.hub.released_through == max(e.id for e in received if e)
+
+
+@ON_POSTGRESQL
+async def test_an_older_id_still_uncommitted_when_the_hub_starts_reaches_the_stream(api: Api) -> None:
+    account_id = await api.account_of(await api.new_key())
+    other_node = create_engine(api.settings.resolved_database_url)
+    try:
+        with other_node.connect() as slow:
+            transaction = slow.begin()
+            record_event(slow, "job-a", "queued", account_id=account_id)  # id n, not committed yet
+            with other_node.begin() as conn:
+                record_event(conn, "job-b", "queued", account_id=account_id)  # id n+1, before anyone follows
+            async with api.ctx.hub.follow("account", account_id) as subscription:  # the hub starts past n+1
+                newest = api.ctx.db.read_now(newest_event_id)
+                assert api.ctx.hub.released_through == newest - 2  # n is awaited
+                transaction.commit()
+                event = await asyncio.wait_for(subscription.queue.get(), 10)
+                assert event is not None and (event.job_id, event.id) == ("job-a", newest - 1)
+                for _ in range(50):
+                    if api.ctx.hub.released_through == newest:
+                        break
+                    await asyncio.sleep(0.05)
+                assert api.ctx.hub.released_through == newest
+    finally:
+        other_node.dispose()

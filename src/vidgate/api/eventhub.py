@@ -1,6 +1,14 @@
 """One per API process: reads the job event log (every job change writes it, in the same transaction, on any API
 node or worker) and fans each new event out to the live streams that follow that job or account. One reader
-however many streams are open; it reads only while someone listens."""
+however many streams are open; it reads only while someone listens.
+
+Events go out in id order, so that a client's `Last-Event-ID: n` means "everything up to n": a stream that
+resumes from n misses nothing older. On PostgreSQL ids are handed out at insert and transactions commit in any
+order, so the hub may read id n+1 while n's transaction is still running: n is a gap, and what came after it is
+held until n appears, or until PostgreSQL shows that every transaction that was running when n was missed has
+ended (`pg_current_snapshot()`: then n was rolled back and never will), or, as a last resort, GAP_WAIT_SECONDS
+(a transaction kept open that long is not waited for). SQLite's writers commit one at a time, in id order.
+"""
 
 from __future__ import annotations
 
@@ -10,21 +18,45 @@ import logging
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
 from vidgate.db import Database
-from vidgate.jobs.events import JobEvent, events_after, events_with_ids, newest_event_id
+from vidgate.jobs.events import (
+    Horizon,
+    JobEvent,
+    event_ids_between,
+    events_after,
+    events_with_ids,
+    newest_event_id,
+    transaction_horizon,
+)
 
 log = logging.getLogger("vidgate.events")
 
 POLL_SECONDS = 0.1  # how often the hub reads the log while anyone is listening (one indexed query)
-# PostgreSQL hands out event ids when rows are inserted and transactions commit in any order, so an id below the
-# newest one read may still appear: it is looked for this long (a rolled-back insert leaves its id unused).
-GAP_WAIT_SECONDS = 30.0
+GAP_WAIT_SECONDS = 30.0  # the longest events wait behind an id whose transaction has not ended
 MAX_GAP_IDS = 1000  # a jump of more ids than this (a sequence moved on after a failover) is not waited for
 FRAMES_KEPT = 256  # rendered events kept for the streams still to send them
 MAX_BACKLOG = 1000  # events queued for one slow stream before it is closed (its client resumes by id)
+
+
+@dataclass
+class Gap:
+    """An id the hub passed without reading it: its transaction may still commit."""
+
+    since: float  # time.monotonic() when first missed
+    # A transaction id above the one holding this id (PostgreSQL's next transaction id just after the read that
+    # missed it); once every transaction below it has ended and the id is still not there, it never will be.
+    bound: int | None = None
+
+
+@dataclass(frozen=True)
+class LogRead:
+    events: list[JobEvent]
+    before: Horizon | None  # the running transactions just before the read
+    after: Horizon | None  # and just after it
 
 
 class Subscription:
@@ -44,11 +76,19 @@ class EventHub:
         self.db = db
         self._followers: defaultdict[tuple[str, str], set[Subscription]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
-        self._last_id = 0
+        self._seen = 0  # the newest event id read
+        self._released = 0  # every id up to this was sent to the streams, or never will exist
+        self._gaps: dict[int, Gap] = {}  # ids below `_seen` not read yet
+        self._held: dict[int, JobEvent] = {}  # read, waiting for an older gap
         self._frames: OrderedDict[tuple[int, str], asyncio.Future[bytes]] = OrderedDict()
         self._wake = asyncio.Event()
         self._started: asyncio.Future[None] | None = None
-        self._gaps: dict[int, float] = {}  # ids below `_last_id` not yet read -> when first missed
+
+    @property
+    def released_through(self) -> int:
+        """Every event id up to this has gone to the streams that followed then (or never will exist); a stream
+        that starts following now reads those from the log and gets the ones after from the hub."""
+        return self._released
 
     def poke(self) -> None:
         """This process just committed a job change: read the log now rather than at the next poll."""
@@ -89,7 +129,7 @@ class EventHub:
 
     async def _run(self, started: asyncio.Future[None]) -> None:
         try:
-            self._last_id = await self.db.read(newest_event_id)
+            await self.db.read(self._start)
         except Exception as error:  # the database is away: the streams that wait for the start fail with it
             started.set_exception(error)
             return
@@ -99,11 +139,11 @@ class EventHub:
                 await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
             self._wake.clear()
             try:
-                events = await self.db.read(self._new_events)
+                read = await self.db.read(self._read_log)
             except Exception:  # the database is away: streams stay open and catch up when it is back
                 log.warning("event hub: could not read the job event log", exc_info=True)
                 continue
-            for event in self._unseen(events):
+            for event in self._release(read):
                 for key in (("job", event.job_id), ("account", event.account_id)):
                     for subscription in list(self._followers.get(key, ())):
                         if not subscription.deliver(event):
@@ -111,27 +151,53 @@ class EventHub:
                             subscription.queue = asyncio.Queue(1)
                             subscription.deliver(None)  # too slow: close it
 
-    def _new_events(self, conn: Connection) -> list[JobEvent]:
-        """Events after the cursor, and those of the ids it passed that have appeared since."""
-        events = events_after(conn, self._last_id)
-        return events + events_with_ids(conn, list(self._gaps)) if self._gaps else events
-
-    def _unseen(self, events: list[JobEvent]) -> list[JobEvent]:
-        """The events not delivered yet, oldest first; moves the cursor and keeps track of the ids it passed."""
+    def _start(self, conn: Connection) -> None:
+        """The cursor: the newest id, and the ids below it that are missing (a transaction still running may
+        commit one), as gaps to resolve like any other."""
+        newest = newest_event_id(conn)
+        present = set(event_ids_between(conn, max(0, newest - MAX_GAP_IDS), newest))
+        after = transaction_horizon(conn)
         now = time.monotonic()
-        unseen = []
-        for event in sorted(events, key=lambda e: e.id):
+        self._gaps = {i: Gap(now, after.next_id if after else None)
+                      for i in range(max(1, newest - MAX_GAP_IDS + 1), newest) if i not in present}
+        self._seen, self._held = newest, {}
+        self._released = min(self._gaps) - 1 if self._gaps else newest
+
+    def _read_log(self, conn: Connection) -> LogRead:
+        """Events after the cursor and those of the gaps that appeared, between two horizons (each statement
+        on its own snapshot: `before`'s is older than the read's, `after`'s newer)."""
+        before = transaction_horizon(conn)
+        events = events_after(conn, self._seen)
+        if self._gaps:
+            events += events_with_ids(conn, list(self._gaps))
+        return LogRead(events, before, transaction_horizon(conn))
+
+    def _release(self, read: LogRead) -> list[JobEvent]:
+        """What a read lets go to the streams, oldest first: every event below the oldest gap still open."""
+        now = time.monotonic()
+        for event in sorted(read.events, key=lambda e: e.id):
             if self._gaps.pop(event.id, None) is not None:
-                unseen.append(event)
-            elif event.id > self._last_id:
-                if event.id - self._last_id - 1 <= MAX_GAP_IDS:
-                    self._gaps.update(dict.fromkeys(range(self._last_id + 1, event.id), now))
-                self._last_id = event.id
-                unseen.append(event)
-        for gap, since in list(self._gaps.items()):
-            if now - since > GAP_WAIT_SECONDS:
-                del self._gaps[gap]
-        return unseen
+                self._held[event.id] = event
+            elif event.id > self._seen:
+                if event.id - self._seen - 1 <= MAX_GAP_IDS:
+                    self._gaps.update({i: Gap(now) for i in range(self._seen + 1, event.id)})
+                self._seen = event.id
+                self._held[event.id] = event
+        for event_id, gap in list(self._gaps.items()):
+            if gap.bound is None:  # missed by this read: bounded by the horizon after it, resolved by a later one
+                gap.bound = read.after.next_id if read.after is not None else None
+                if read.after is not None:
+                    continue
+            ended = read.before is None or (gap.bound is not None and read.before.oldest_running >= gap.bound)
+            if ended or now - gap.since > GAP_WAIT_SECONDS:
+                if not ended:
+                    log.warning("event hub: event id %d waited for %.0f s; going on without it", event_id,
+                                GAP_WAIT_SECONDS)
+                del self._gaps[event_id]
+        oldest_gap = min(self._gaps, default=None)
+        ready = sorted(i for i in self._held if oldest_gap is None or i < oldest_gap)
+        self._released = oldest_gap - 1 if oldest_gap is not None else self._seen
+        return [self._held.pop(i) for i in ready]
 
     async def close(self) -> None:
         if self._task is not None:

@@ -109,12 +109,17 @@ async def account_events(request: Request) -> StreamingResponse:
 
 
 async def _follow(request: Request, kind: str, key: str, after: int | None) -> AsyncIterator[bytes]:
-    """Subscribe first, then read what was missed: nothing falls between the two (duplicates are skipped)."""
+    """Subscribe first, then read what was missed up to where the hub is: nothing falls between the two
+    (duplicates are skipped)."""
     ctx = ctx_of(request)
     scope = {"job_id": key} if kind == "job" else {"account_id": key}
     async with ctx.hub.follow(kind, key) as subscription:
+        # The log up to what the hub has let go (it holds newer events behind an older one not yet committed, and
+        # sends them in id order); the hub sends the rest.
+        through = ctx.hub.released_through
         if after is not None:
-            missed = newest_per_job(await ctx.db.read(lambda conn: events_after(conn, after, **scope)))
+            missed = newest_per_job(await ctx.db.read(
+                lambda conn: events_after(conn, after, through_id=through, **scope)))
         else:  # a job's stream without Last-Event-ID starts with the job's current state
             current = await ctx.db.read(lambda conn: latest_event(conn, **scope))
             missed = [current] if current else []
