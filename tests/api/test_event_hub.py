@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from tests.conftest import Api
+from vidgate.api import eventhub
 from vidgate.jobs.events import newest_event_id
 from vidgate.jobs.store import record_event
 
@@ -84,3 +85,27 @@ async def test_an_older_id_still_uncommitted_when_the_hub_starts_reaches_the_str
                 assert api.ctx.hub.released_through == newest
     finally:
         other_node.dispose()
+
+
+@ON_POSTGRESQL
+async def test_events_wait_behind_a_transaction_kept_open_only_so_long(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The snapshot horizon is the whole cluster's: a long transaction anywhere would hold every gap. After
+    HOLD_SECONDS the newer events go, and the older one is still sent (late) if it commits."""
+    monkeypatch.setattr(eventhub, "HOLD_SECONDS", 0.3)
+    account_id = await api.account_of(await api.new_key())
+    other_node = create_engine(api.settings.resolved_database_url)
+    try:
+        async with api.ctx.hub.follow("account", account_id) as subscription:
+            with other_node.connect() as slow:
+                transaction = slow.begin()
+                record_event(slow, "job-a", "queued", account_id=account_id)
+                with other_node.begin() as conn:
+                    record_event(conn, "job-b", "queued", account_id=account_id)
+                newer = await asyncio.wait_for(subscription.queue.get(), 10)
+                transaction.commit()
+            late = await asyncio.wait_for(subscription.queue.get(), 10)
+    finally:
+        other_node.dispose()
+    assert newer is not None and late is not None
+    assert [(newer.job_id, late.job_id)] == [("job-b", "job-a")] and late.id < newer.id

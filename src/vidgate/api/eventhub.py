@@ -6,8 +6,10 @@ Events go out in id order, so that a client's `Last-Event-ID: n` means "everythi
 resumes from n misses nothing older. On PostgreSQL ids are handed out at insert and transactions commit in any
 order, so the hub may read id n+1 while n's transaction is still running: n is a gap, and what came after it is
 held until n appears, or until PostgreSQL shows that every transaction that was running when n was missed has
-ended (`pg_current_snapshot()`: then n was rolled back and never will), or, as a last resort, GAP_WAIT_SECONDS
-(a transaction kept open that long is not waited for). SQLite's writers commit one at a time, in id order.
+ended (`pg_current_snapshot()`: then n was rolled back and never will). That horizon is the whole cluster's, so a
+long transaction of anything else on it would hold every gap: after HOLD_SECONDS the events behind a gap go
+anyway, and the gap itself is still looked for until GAP_WAIT_SECONDS (sent late, out of order, if it comes;
+vidgate's own transactions last milliseconds). SQLite's writers commit one at a time, in id order.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from vidgate.jobs.events import (
 log = logging.getLogger("vidgate.events")
 
 POLL_SECONDS = 0.1  # how often the hub reads the log while anyone is listening (one indexed query)
-GAP_WAIT_SECONDS = 30.0  # the longest events wait behind an id whose transaction has not ended
+HOLD_SECONDS = 2.0  # the longest events wait behind an id whose transaction may still commit
+GAP_WAIT_SECONDS = 30.0  # how long such an id is still looked for (then it was rolled back)
 MAX_GAP_IDS = 1000  # a jump of more ids than this (a sequence moved on after a failover) is not waited for
 FRAMES_KEPT = 256  # rendered events kept for the streams still to send them
 MAX_BACKLOG = 1000  # events queued for one slow stream before it is closed (its client resumes by id)
@@ -50,6 +53,7 @@ class Gap:
     # A transaction id above the one holding this id (PostgreSQL's next transaction id just after the read that
     # missed it); once every transaction below it has ended and the id is still not there, it never will be.
     bound: int | None = None
+    passed: bool = False  # held what came after it for HOLD_SECONDS; no longer does
 
 
 @dataclass(frozen=True)
@@ -190,13 +194,18 @@ class EventHub:
                     continue
             ended = read.before is None or (gap.bound is not None and read.before.oldest_running >= gap.bound)
             if ended or now - gap.since > GAP_WAIT_SECONDS:
-                if not ended:
-                    log.warning("event hub: event id %d waited for %.0f s; going on without it", event_id,
-                                GAP_WAIT_SECONDS)
                 del self._gaps[event_id]
-        oldest_gap = min(self._gaps, default=None)
-        ready = sorted(i for i in self._held if oldest_gap is None or i < oldest_gap)
-        self._released = oldest_gap - 1 if oldest_gap is not None else self._seen
+        holding = None  # the oldest gap that still holds what came after it
+        for event_id, gap in sorted(self._gaps.items()):
+            if now - gap.since <= HOLD_SECONDS:
+                holding = event_id
+                break
+            if not gap.passed:  # from now on sent late, out of order, should it appear
+                gap.passed = True
+                log.info("event hub: event id %d not committed after %.0f s; sending the newer ones", event_id,
+                         HOLD_SECONDS)
+        ready = sorted(i for i in self._held if holding is None or i < holding)
+        self._released = max(self._released, holding - 1 if holding is not None else self._seen)
         return [self._held.pop(i) for i in ready]
 
     async def close(self) -> None:
