@@ -75,6 +75,19 @@ class Subscription:
             return False
 
 
+@dataclass(frozen=True)
+class LogEnd:
+    newest: int  # the newest event id
+    present: frozenset[int]  # the ids of the MAX_GAP_IDS before it that exist
+    after: Horizon | None  # the running transactions just after the read
+
+
+def read_log_end(conn: Connection) -> LogEnd:
+    newest = newest_event_id(conn)
+    present = frozenset(event_ids_between(conn, max(0, newest - MAX_GAP_IDS), newest))
+    return LogEnd(newest, present, transaction_horizon(conn))
+
+
 class EventHub:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -133,7 +146,7 @@ class EventHub:
 
     async def _run(self, started: asyncio.Future[None]) -> None:
         try:
-            await self.db.read(self._start)
+            self._start(await self.db.read(read_log_end))
         except Exception as error:  # the database is away: the streams that wait for the start fail with it
             started.set_exception(error)
             return
@@ -155,15 +168,12 @@ class EventHub:
                             subscription.queue = asyncio.Queue(1)
                             subscription.deliver(None)  # too slow: close it
 
-    def _start(self, conn: Connection) -> None:
-        """The cursor: the newest id, and the ids below it that are missing (a transaction still running may
-        commit one), as gaps to resolve like any other."""
-        newest = newest_event_id(conn)
-        present = set(event_ids_between(conn, max(0, newest - MAX_GAP_IDS), newest))
-        after = transaction_horizon(conn)
-        now = time.monotonic()
+    def _start(self, log_end: LogEnd) -> None:
+        """The cursor at the log's newest id; the ids below it that are missing (a transaction still running may
+        commit one) are gaps like any other."""
+        newest, after, now = log_end.newest, log_end.after, time.monotonic()
         self._gaps = {i: Gap(now, after.next_id if after else None)
-                      for i in range(max(1, newest - MAX_GAP_IDS + 1), newest) if i not in present}
+                      for i in range(max(1, newest - MAX_GAP_IDS + 1), newest) if i not in log_end.present}
         self._seen, self._held = newest, {}
         self._released = min(self._gaps) - 1 if self._gaps else newest
 
