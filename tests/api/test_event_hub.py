@@ -4,9 +4,11 @@ recorded before the hub's first read of the log (CI once lost a job's `running` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import Engine, RootTransaction, create_engine
 
 from tests.conftest import Api
 from vidgate.api import eventhub
@@ -31,6 +33,17 @@ async def test_an_event_recorded_as_soon_as_a_stream_follows_reaches_it(api: Api
 ON_POSTGRESQL = pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)
 
 
+@contextlib.contextmanager
+def an_older_id_left_open(other_node: Engine, account_id: str) -> Iterator[RootTransaction]:
+    """Event n ("job-a") recorded in a transaction left open (yielded), then event n+1 ("job-b") committed."""
+    with other_node.connect() as slow:
+        transaction = slow.begin()
+        record_event(slow, "job-a", "queued", account_id=account_id)
+        with other_node.begin() as conn:
+            record_event(conn, "job-b", "queued", account_id=account_id)
+        yield transaction
+
+
 @ON_POSTGRESQL
 @pytest.mark.parametrize("older_commits", [True, False])
 async def test_events_go_out_in_id_order_behind_one_whose_transaction_is_still_running(
@@ -42,11 +55,7 @@ async def test_events_go_out_in_id_order_behind_one_whose_transaction_is_still_r
     other_node = create_engine(api.settings.resolved_database_url)
     try:
         async with api.ctx.hub.follow("account", account_id) as subscription:
-            with other_node.connect() as slow:
-                transaction = slow.begin()
-                record_event(slow, "job-a", "queued", account_id=account_id)  # id n, not committed yet
-                with other_node.begin() as conn:
-                    record_event(conn, "job-b", "queued", account_id=account_id)  # id n+1, committed
+            with an_older_id_left_open(other_node, account_id) as transaction:
                 with pytest.raises(TimeoutError):
                     await asyncio.wait_for(subscription.queue.get(), 0.5)  # n+1 waits behind n
                 assert api.ctx.hub.released_through < api.ctx.db.read_now(newest_event_id)
@@ -67,11 +76,7 @@ async def test_an_older_id_still_uncommitted_when_the_hub_starts_reaches_the_str
     account_id = await api.account_of(await api.new_key())
     other_node = create_engine(api.settings.resolved_database_url)
     try:
-        with other_node.connect() as slow:
-            transaction = slow.begin()
-            record_event(slow, "job-a", "queued", account_id=account_id)  # id n, not committed yet
-            with other_node.begin() as conn:
-                record_event(conn, "job-b", "queued", account_id=account_id)  # id n+1, before anyone follows
+        with an_older_id_left_open(other_node, account_id) as transaction:  # before anyone follows
             async with api.ctx.hub.follow("account", account_id) as subscription:  # the hub starts past n+1
                 newest = api.ctx.db.read_now(newest_event_id)
                 assert api.ctx.hub.released_through == newest - 2  # n is awaited
@@ -97,11 +102,7 @@ async def test_events_wait_behind_a_transaction_kept_open_only_so_long(
     other_node = create_engine(api.settings.resolved_database_url)
     try:
         async with api.ctx.hub.follow("account", account_id) as subscription:
-            with other_node.connect() as slow:
-                transaction = slow.begin()
-                record_event(slow, "job-a", "queued", account_id=account_id)
-                with other_node.begin() as conn:
-                    record_event(conn, "job-b", "queued", account_id=account_id)
+            with an_older_id_left_open(other_node, account_id) as transaction:
                 newer = await asyncio.wait_for(subscription.queue.get(), 10)
                 transaction.commit()
             late = await asyncio.wait_for(subscription.queue.get(), 10)
