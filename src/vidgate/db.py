@@ -661,6 +661,7 @@ class PostgresDatabase(Database):
         self._lookup_pool: AsyncConnectionPool | None = None
         self._lookup_loop: asyncio.AbstractEventLoop | None = None
         self._batchers: dict[PreparedQuery, LookupBatcher] = {}  # the lookup pool's loop's
+        self._closing: set[asyncio.Future[None]] = set()  # lookup pools dropped while the server was away
 
     def announce_job(self, conn: Connection) -> None:
         conn.exec_driver_sql(f"NOTIFY {JOBS_CHANNEL}")
@@ -740,6 +741,7 @@ class PostgresDatabase(Database):
                         return cursor.rowcount
                     return await (cursor.fetchone() if fetch == "one" else cursor.fetchall())
             except PoolTimeout as exc:  # no connection within the timeout: the server is away
+                self._drop_lookup_pool(pool)
                 raise DatabaseUnavailable() from exc
             except psycopg.OperationalError as exc:
                 # The pool drops a connection returned broken; the others from before a restart are checked.
@@ -749,6 +751,15 @@ class PostgresDatabase(Database):
             except psycopg.Error as exc:  # as SQLAlchemy would raise it: IntegrityError, ...
                 raise DBAPIError.instance(sql, params, exc, psycopg.Error) from exc
         raise AssertionError("unreachable")
+
+    def _drop_lookup_pool(self, pool: AsyncConnectionPool) -> None:
+        """Let the next request open a fresh pool. One that could not connect waits ever longer between its
+        attempts (1, 2, 4, 8 ... s): once the server is back, requests must not wait for its next one."""
+        if self._lookup_pool is pool:
+            self._lookup_pool = None
+            closing = asyncio.ensure_future(pool.close())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
 
     async def _lookups(self) -> AsyncConnectionPool:
         """The lookup pool of the running event loop (a pool's connections and tasks belong to one loop; a
@@ -779,6 +790,9 @@ class PostgresDatabase(Database):
 
     async def aclose(self) -> None:
         pool, self._lookup_pool = self._lookup_pool, None
-        if pool is not None and self._lookup_loop is asyncio.get_running_loop():
-            await pool.close()
+        if self._lookup_loop is asyncio.get_running_loop():
+            if pool is not None:
+                await pool.close()
+            if self._closing:
+                await asyncio.wait(self._closing)
         self.dispose()

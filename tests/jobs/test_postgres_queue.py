@@ -117,6 +117,9 @@ async def test_database_down_is_503_with_retry_after_and_the_node_recovers(
         assert response.headers["retry-after"].isdigit()
         assert response.json()["error"]
 
+    # Down long enough that a connection pool's reconnect attempts (1, 2, 4, 8 s apart) would outlast a request's
+    # 5 s wait after the restart: the node must not sit out that backoff.
+    await asyncio.sleep(12)
     cluster.start()
     again = await api.post("/video/queue", t2v_body(), key)
     assert again.status_code == 200, again.text
