@@ -170,12 +170,13 @@ class EventHub:
 
     def _start(self, log_end: LogEnd) -> None:
         """The cursor at the log's newest id; the ids below it that are missing (a transaction still running may
-        commit one) are gaps like any other."""
+        commit one) are gaps like any other, except that they do not hold back `released_through`: the events
+        already in the log up to `newest` are never sent by the hub, so a stream that starts now must read them
+        all from the log (a missing one that commits later is sent by the hub, after them)."""
         newest, after, now = log_end.newest, log_end.after, time.monotonic()
         self._gaps = {i: Gap(now, after.next_id if after else None)
                       for i in range(max(1, newest - MAX_GAP_IDS + 1), newest) if i not in log_end.present}
-        self._seen, self._held = newest, {}
-        self._released = min(self._gaps) - 1 if self._gaps else newest
+        self._seen, self._held, self._released = newest, {}, newest
 
     def _read_log(self, conn: Connection) -> LogRead:
         """Events after the cursor and those of the gaps that appeared, between two horizons (each statement
@@ -198,10 +199,9 @@ class EventHub:
                 self._seen = event.id
                 self._held[event.id] = event
         for event_id, gap in list(self._gaps.items()):
-            if gap.bound is None:  # missed by this read: bounded by the horizon after it, resolved by a later one
-                gap.bound = read.after.next_id if read.after is not None else None
-                if read.after is not None:
-                    continue
+            if gap.bound is None and read.after is not None:  # missed by this read: resolved by a later one
+                gap.bound = read.after.next_id
+                continue
             ended = read.before is None or (gap.bound is not None and read.before.oldest_running >= gap.bound)
             if ended or now - gap.since > GAP_WAIT_SECONDS:
                 del self._gaps[event_id]
